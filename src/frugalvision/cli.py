@@ -1,0 +1,253 @@
+"""The ``frugal`` command line: list | run | reproduce | report | bench.
+
+Examples::
+
+    frugal list
+    frugal run baseline --preset smoke --out runs
+    frugal run baseline --config runs/baseline/config.yaml      # replay a saved run
+    frugal reproduce --preset standard --out runs
+    frugal report --out runs
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from frugalvision.config_io import config_from_dict, read_config_file, save_config
+from frugalvision.errors import ConfigError, FrugalError
+from frugalvision.registry import METHODS, available_methods, get_method
+
+USAGE = """usage: frugal <command> [options]
+
+commands:
+  list                         show the registered methods and their status
+  run METHOD [options]         run one method's experiment (--preset smoke|standard|paper, --study variants,
+                               --config run.yaml to replay, --out DIR, any config field: --loop.lr 0.01 ...)
+  reproduce [options]          run every available experiment, then write the report
+  report [--out DIR]           render <out>/REPORT.md and report.html from the results.json files
+  bench [options]              run the speed benchmarks of the available methods
+
+`frugal run METHOD --help` lists every field of that method's config."""
+
+
+@dataclass
+class ReproduceArgs:
+    """Run every available experiment and render the report.
+
+    Attributes:
+        preset: preset of every experiment.
+        methods: methods to run (default: all available).
+        out: output root.
+        seeds: override the seeds of every experiment (default: each preset's own).
+    """
+
+    preset: str = "standard"
+    methods: tuple[str, ...] = ()
+    out: str = "runs"
+    seeds: tuple[int, ...] = ()
+
+
+@dataclass
+class ReportArgs:
+    """Render the report of an output root.
+
+    Attributes:
+        out: output root holding ``<method>/results.json`` files.
+    """
+
+    out: str = "runs"
+
+
+@dataclass
+class BenchArgs:
+    """Run speed benchmarks.
+
+    Attributes:
+        methods: methods to benchmark (default: all with a benchmark).
+        out: output root; results go to ``<out>/bench/<method>.json``.
+    """
+
+    methods: tuple[str, ...] = ()
+    out: str = "runs"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_list() -> int:
+    """Print the registered methods as a table."""
+    rows = [(info.name, info.status, info.paper if info.arxiv else "-", info.title) for info in METHODS.values()]
+    widths = [max(len(row[i]) for row in rows + [("method", "status", "paper", "title")]) for i in range(3)]
+    header = f"{'method':<{widths[0]}}  {'status':<{widths[1]}}  {'paper':<{widths[2]}}  title"
+    print(header)
+    print("-" * len(header))
+    for name, status, paper, title in rows:
+        print(f"{name:<{widths[0]}}  {status:<{widths[1]}}  {paper:<{widths[2]}}  {title}")
+    return 0
+
+
+def _pop_option(args: list[str], name: str) -> str | None:
+    """Remove ``--name VALUE`` or ``--name=VALUE`` from args and return VALUE."""
+    for index, arg in enumerate(args):
+        if arg == name:
+            if index + 1 >= len(args):
+                raise ConfigError(f"{name} needs a value")
+            value = args[index + 1]
+            del args[index : index + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[index]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def build_config(method: str, args: Sequence[str]) -> Any:
+    """Resolve a method's config from ``--config``/``--preset`` and field overrides (tyro syntax).
+
+    Raises:
+        ConfigError: unknown method/preset, invalid file or value.
+    """
+    module = get_method(method).load()
+    rest = list(args)
+    config_file = _pop_option(rest, "--config")
+    preset = _pop_option(rest, "--preset")
+    if config_file is not None:
+        data = read_config_file(config_file)
+        default = config_from_dict(module.CONFIG_CLASS, data)
+        if preset is not None and preset != default.preset:
+            raise ConfigError(f"--preset {preset} conflicts with the preset in {config_file}; drop one of them")
+    else:
+        preset = preset or "standard"
+        if preset not in module.PRESETS:
+            raise ConfigError(f"unknown preset '{preset}' for {method}; choose one of: {', '.join(module.PRESETS)}")
+        default = module.PRESETS[preset]()
+    config = tyro.cli(module.CONFIG_CLASS, default=default, args=rest, prog=f"frugal run {method}")
+    study = getattr(config, "study", None)
+    if study is not None and study not in getattr(module, "STUDIES", ()):
+        studies = ", ".join(getattr(module, "STUDIES", ())) or "none"
+        raise ConfigError(f"study={study!r} is not offered by {method}; available studies: {studies}")
+    config.validate()
+    return config
+
+
+def run_method(method: str, config: Any) -> dict[str, Any]:
+    """Save the resolved config next to the results, then run the experiment."""
+    module = get_method(method).load()
+    save_config(config, Path(config.out) / method / "config.yaml")
+    return module.run(config)
+
+
+def cmd_run(args: list[str]) -> int:
+    """``frugal run METHOD ...``."""
+    if not args or args[0].startswith("-"):
+        return _fail("frugal run needs a method name; see `frugal list`")
+    method, rest = args[0], args[1:]
+    config = build_config(method, rest)
+    document = run_method(method, config)
+    _print_summary(document, Path(config.out) / method)
+    return 0
+
+
+def _print_summary(document: dict[str, Any], folder: Path) -> None:
+    if not document:  # non-zero ranks of a distributed run write nothing
+        return
+    primary = document.get("primary_metric")
+    print(f"[{document['method']}] verdict: {document['verdict']}  ({document['verdict_rule']})")
+    if primary and primary in document.get("summary", {}):
+        for row, stats in document["summary"][primary].items():
+            print(f"  {row:<28} {primary} = {stats['mean']:.4f} ± {stats['std']:.4f}")
+    print(f"  wrote {folder / 'results.json'} in {document['wall_s']:.1f} s")
+
+
+def cmd_reproduce(args: list[str]) -> int:
+    """``frugal reproduce``: every available experiment, then the report."""
+    options = tyro.cli(ReproduceArgs, args=args, prog="frugal reproduce")
+    methods = list(options.methods) or available_methods()
+    for method in methods:
+        get_method(method).load()
+    start = time.perf_counter()
+    for method in methods:
+        extra = ["--preset", options.preset, "--out", options.out]
+        if options.seeds:
+            extra += ["--seeds", *map(str, options.seeds)]
+        config = build_config(method, extra)
+        print(f"== {method} ({options.preset})", flush=True)
+        document = run_method(method, config)
+        _print_summary(document, Path(options.out) / method)
+    from frugalvision.report import write_report
+
+    markdown, html = write_report(Path(options.out))
+    print(
+        f"reproduced {len(methods)} experiment(s) in {time.perf_counter() - start:.0f} s; wrote {markdown} and {html}"
+    )
+    return 0
+
+
+def cmd_report(args: list[str]) -> int:
+    """``frugal report``."""
+    options = tyro.cli(ReportArgs, args=args, prog="frugal report")
+    from frugalvision.report import write_report
+
+    root = Path(options.out)
+    if not root.is_dir():
+        raise ConfigError(f"output folder {root} does not exist; run `frugal reproduce --out {root}` first")
+    markdown, html = write_report(root)
+    print(f"wrote {markdown} and {html}")
+    return 0
+
+
+def cmd_bench(args: list[str]) -> int:
+    """``frugal bench``: each available method's ``benchmark(out_dir)``."""
+    options = tyro.cli(BenchArgs, args=args, prog="frugal bench")
+    methods = list(options.methods) or available_methods()
+    out = Path(options.out) / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    ran = 0
+    for method in methods:
+        module = get_method(method).load()
+        if not hasattr(module, "benchmark"):
+            continue
+        print(f"== bench {method}", flush=True)
+        result = module.benchmark(out)
+        (out / f"{method}.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        ran += 1
+    if ran == 0:
+        return _fail("no benchmark found for the selected methods")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``frugal`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    commands = {
+        "list": lambda: cmd_list(),
+        "run": lambda: cmd_run(rest),
+        "reproduce": lambda: cmd_reproduce(rest),
+        "report": lambda: cmd_report(rest),
+        "bench": lambda: cmd_bench(rest),
+    }
+    if command not in commands:
+        return _fail(f"unknown command '{command}'; use one of: {', '.join(commands)}")
+    try:
+        return commands[command]()
+    except FrugalError as error:
+        return _fail(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

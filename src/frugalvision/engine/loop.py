@@ -1,0 +1,449 @@
+"""The training/evaluation loop that drives a method's :class:`Task` through Lightning Fabric.
+
+A method supplies plain ``nn.Module``s, datasets and step functions; the engine owns devices, precision,
+distribution, gradient accumulation and clipping, the learning-rate schedule, EMA, evaluation, logging, progress,
+checkpoints and exact resumption.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric import Fabric
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from frugalvision.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from frugalvision.engine.config import FabricConfig, LoopConfig
+from frugalvision.engine.ema import WeightEma
+from frugalvision.engine.fabric import build_fabric
+from frugalvision.engine.sampler import EpochOrder, GlobalBatchSampler
+from frugalvision.engine.schedule import set_lr, warmup_cosine_lr
+from frugalvision.engine.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from frugalvision.errors import CheckpointError, ConfigError, TrainingDivergedError
+
+
+def default_optimizer(model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices/kernels only (no decay on biases, norms, tokens, gains)."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": loop.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=loop.lr)
+
+
+class Task:
+    """What a method provides to the engine. Override what applies; the defaults fit supervised classification.
+
+    Required: :meth:`build_model`, :meth:`train_dataset`, :meth:`training_step`.
+    """
+
+    def build_model(self) -> nn.Module:
+        """Return a freshly initialised model (called after seeding, identically on every rank)."""
+        raise NotImplementedError
+
+    def build_optimizer(self, model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
+        """Return the optimiser; the engine sets its learning rate each step from the schedule."""
+        return default_optimizer(model, loop)
+
+    def train_dataset(self) -> Dataset:
+        """Return the training dataset (map-style)."""
+        raise NotImplementedError
+
+    def batch_order(self) -> EpochOrder | None:
+        """Return ``order(epoch, seed) -> indices`` to control the epoch order (e.g. repeated augmentation)."""
+        return None
+
+    def collate(self) -> Callable[[list[Any]], Any] | None:
+        """Return a collate function, or None for PyTorch's default."""
+        return None
+
+    def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return (loss to minimise, scalars to log) for one micro-batch."""
+        raise NotImplementedError
+
+    def on_step_end(self, model: nn.Module, step: int) -> None:
+        """Hook after each optimiser step (the model is the unwrapped module)."""
+
+    def eval_datasets(self) -> dict[str, Dataset]:
+        """Return the named evaluation sets."""
+        return {}
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """Return per-sample outputs (leading dim = batch) for one evaluation batch; default: logits and targets."""
+        inputs, targets = batch
+        return {"logits": model(inputs).float(), "targets": targets}
+
+    def eval_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Turn the concatenated outputs of a whole evaluation set into metrics; default: top-1 and NLL."""
+        logits, targets = outputs["logits"], outputs["targets"]
+        return {
+            "top1": (logits.argmax(-1) == targets).float().mean().item(),
+            "nll": torch.nn.functional.cross_entropy(logits, targets).item(),
+        }
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Engine.fit` returns.
+
+    Attributes:
+        model: the trained, unwrapped model (on the engine's device).
+        ema_model: the EMA model, when EMA was on.
+        metrics: final evaluation metrics per evaluation set (of the EMA model when EMA is on, else the model).
+        history: logged rows (step, learning rate, losses, evaluations).
+        steps: optimiser steps done.
+        wall_s: wall-clock seconds of this call.
+        run_dir: where logs and checkpoints were written.
+    """
+
+    model: nn.Module
+    ema_model: nn.Module | None
+    metrics: dict[str, dict[str, float]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    wall_s: float = 0.0
+    run_dir: Path | None = None
+
+
+class Engine:
+    """A thin wrapper around Lightning Fabric that runs :class:`Task` objects.
+
+    Args:
+        config: where to run.
+        log_dir: folder for CSV/TensorBoard logs (None: no logger).
+        progress: show a tqdm bar on rank 0.
+    """
+
+    def __init__(self, config: FabricConfig | None = None, log_dir: str | Path | None = None, progress: bool = True):
+        self.config = config or FabricConfig()
+        self.fabric: Fabric = build_fabric(self.config, log_dir)
+        self.progress = progress
+        self._launched = False
+
+    @property
+    def rank(self) -> int:
+        """Global rank of this process."""
+        return self.fabric.global_rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes."""
+        return self.fabric.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0."""
+        return self.fabric.is_global_zero
+
+    @property
+    def device(self) -> torch.device:
+        """This process's device."""
+        return self.fabric.device
+
+    def launch(self, function: Callable[..., Any] | None = None, *args: Any) -> Any:
+        """Start the processes the strategy needs, then run ``function(engine, *args)`` in each (if given)."""
+        if self.config.strategy == "ddp_spawn":
+            if function is None:
+                raise ConfigError("fabric.strategy='ddp_spawn' needs a function to run; use 'ddp' from the CLI")
+            return self.fabric.launch(functools.partial(_run_spawned, self, function), *args)
+        if not self._launched:
+            self.fabric.launch()
+            self._launched = True
+        return function(self, *args) if function is not None else None
+
+    def barrier(self) -> None:
+        """Wait for all processes."""
+        self.fabric.barrier()
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        task: Task,
+        loop: LoopConfig,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        desc: str = "train",
+    ) -> FitResult:
+        """Train ``task`` for ``loop.max_steps`` optimiser steps.
+
+        Args:
+            task: the method's task.
+            loop: loop settings.
+            run_dir: folder for checkpoints (``run_dir/checkpoints``); None disables checkpoints.
+            resume: continue from the newest checkpoint in ``run_dir`` (exactly: same data order and randomness).
+            desc: progress-bar label.
+
+        Raises:
+            TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
+        """
+        loop.validate()
+        if not self._launched and self.config.strategy != "ddp_spawn":
+            self.launch()
+        fabric = self.fabric
+        start_time = time.perf_counter()
+        run_path = Path(run_dir) if run_dir is not None else None
+        ckpt_root = run_path / "checkpoints" if run_path is not None else None
+
+        seed_everything(loop.seed)
+        model = task.build_model()
+        if loop.ema_decay > 0 and self.config.strategy == "fsdp":
+            raise ConfigError("loop.ema_decay > 0 is not supported with fabric.strategy='fsdp'; use ddp or disable EMA")
+        ema = WeightEma(model, loop.ema_decay) if loop.ema_decay > 0 else None
+        optimizer = task.build_optimizer(model, loop)
+        model, optimizer = fabric.setup(model, optimizer)
+        if ema is not None:
+            ema.module.to(fabric.device)
+
+        start_step = 0
+        if resume:
+            if ckpt_root is None:
+                raise ConfigError("resume=True needs a run directory; pass --out of the interrupted run")
+            folder = latest_checkpoint(ckpt_root)
+            if folder is None:
+                raise CheckpointError(f"no checkpoint found under {ckpt_root}; start without --resume")
+            model_state, train_state, ema_state = load_checkpoint(folder)
+            self._load_states(model, optimizer, model_state, train_state)
+            if ema is not None:
+                if ema_state is None:
+                    raise CheckpointError(
+                        f"{folder} has no EMA weights but loop.ema_decay > 0; resume with the same config"
+                    )
+                ema.load_state_dict(ema_state)
+            start_step = int(train_state["step"])
+            restore_rng_state(train_state["rng"])
+
+        dataset = task.train_dataset()
+        sampler = GlobalBatchSampler(
+            len(dataset),
+            loop.batch_size,
+            seed=loop.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            order=task.batch_order(),
+        )
+        batches_per_epoch = len(sampler)
+        if batches_per_epoch <= 0:
+            raise ConfigError(
+                f"loop.batch_size={loop.batch_size} x {self.world_size} process(es) exceeds the training set "
+                f"({len(dataset)} samples); lower the batch size"
+            )
+
+        def batches_from(micro_step: int) -> Iterator[Any]:
+            epoch, offset = divmod(micro_step, batches_per_epoch)
+            while True:
+                sampler.set_epoch(epoch, offset)
+                loader = DataLoader(
+                    dataset,
+                    batch_sampler=sampler,
+                    num_workers=loop.num_workers,
+                    collate_fn=task.collate(),
+                    generator=torch.Generator().manual_seed(derive_seed(loop.seed, self.rank, epoch, offset)),
+                    persistent_workers=False,
+                )
+                yield from loader
+                epoch, offset = epoch + 1, 0
+
+        history: list[dict[str, float]] = []
+        metrics: dict[str, dict[str, float]] = {}
+        bar = tqdm(
+            total=loop.max_steps,
+            initial=start_step,
+            desc=desc,
+            disable=not (self.progress and self.is_main),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        batch_iter = batches_from(start_step * loop.grad_accum)
+        model.train()
+        step = start_step
+        while step < loop.max_steps:
+            lr = warmup_cosine_lr(
+                step,
+                max_steps=loop.max_steps,
+                lr=loop.lr,
+                warmup_steps=loop.warmup_steps,
+                warmup_start_lr=loop.warmup_start_lr,
+                min_lr=loop.min_lr,
+                schedule=loop.schedule,
+            )
+            set_lr(optimizer, lr)
+            logs: dict[str, float] = {}
+            loss_sum = 0.0
+            for micro in range(loop.grad_accum):
+                seed_everything(derive_seed(loop.seed, "step", self.rank, step, micro))
+                batch = fabric.to_device(next(batch_iter))
+                is_last = micro == loop.grad_accum - 1
+                with fabric.no_backward_sync(model, enabled=not is_last and self.world_size > 1):
+                    loss, step_logs = task.training_step(model, batch, step)
+                    self._check_finite(loss, step, ckpt_root)
+                    fabric.backward(loss / loop.grad_accum)
+                loss_sum += loss.detach().item() / loop.grad_accum
+                for key, value in step_logs.items():
+                    logs[key] = logs.get(key, 0.0) + float(value) / loop.grad_accum
+            if loop.clip_grad_norm > 0:
+                grad_norm = fabric.clip_gradients(
+                    model, optimizer, max_norm=loop.clip_grad_norm, error_if_nonfinite=False
+                )
+                logs["grad_norm"] = float(grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if ema is not None:
+                ema.update(self._unwrap(model))
+            task.on_step_end(self._unwrap(model), step)
+            row = {"step": float(step), "lr": lr, "loss": loss_sum, **logs}
+            if loop.log_every and (step % loop.log_every == 0 or step == loop.max_steps):
+                history.append(row)
+                fabric.log_dict({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
+            bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", refresh=False)
+            bar.update(1)
+            if loop.eval_every and step % loop.eval_every == 0 and step < loop.max_steps:
+                metrics = self.evaluate(task, ema.module if ema is not None else model)
+                self._log_eval(metrics, step, history)
+                model.train()
+            if ckpt_root is not None and ((loop.ckpt_every and step % loop.ckpt_every == 0) or step == loop.max_steps):
+                self._save(ckpt_root, step, model, optimizer, ema, loop.keep_checkpoints)
+        bar.close()
+        final_model = ema.module if ema is not None else model
+        metrics = self.evaluate(task, final_model)
+        self._log_eval(metrics, step, history)
+        return FitResult(
+            model=self._unwrap(model),
+            ema_model=ema.module if ema is not None else None,
+            metrics=metrics,
+            history=history,
+            steps=step,
+            wall_s=time.perf_counter() - start_time,
+            run_dir=run_path,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(
+        self, task: Task, model: nn.Module, datasets: Mapping[str, Dataset] | None = None, batch_size: int = 256
+    ) -> dict[str, dict[str, float]]:
+        """Evaluate ``model`` on each dataset; each rank takes a disjoint shard, outputs are gathered, then scored.
+
+        Returns:
+            ``{dataset name: {metric: value}}``; identical on every rank.
+        """
+        datasets = task.eval_datasets() if datasets is None else datasets
+        was_training = model.training
+        model.eval()
+        results: dict[str, dict[str, float]] = {}
+        for name, dataset in datasets.items():
+            shard = Subset(dataset, list(range(self.rank, len(dataset), self.world_size)))
+            loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=task.collate())
+            collected: dict[str, list[torch.Tensor]] = {}
+            for batch in loader:
+                with self.fabric.autocast():
+                    outputs = task.eval_step(model, self.fabric.to_device(batch))
+                for key, value in outputs.items():
+                    collected.setdefault(key, []).append(value.detach())
+            merged = {key: self._gather(torch.cat(values)) for key, values in collected.items()}
+            results[name] = task.eval_metrics({k: v.cpu() for k, v in merged.items()})
+        model.train(was_training)
+        return results
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return tensor
+        length = torch.tensor([tensor.shape[0]], device=tensor.device)
+        lengths = self.fabric.all_gather(length).flatten().tolist()
+        padded = torch.zeros((max(lengths), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[: tensor.shape[0]] = tensor
+        gathered = self.fabric.all_gather(padded)
+        return torch.cat([gathered[r, : lengths[r]] for r in range(len(lengths))])
+
+    # ------------------------------------------------------------------ helpers
+    def _unwrap(self, model: nn.Module) -> nn.Module:
+        return getattr(model, "module", model) if hasattr(model, "_forward_module") else model
+
+    def _log_eval(self, metrics: dict[str, dict[str, float]], step: int, history: list[dict[str, float]]) -> None:
+        flat = {f"{name}/{key}": value for name, values in metrics.items() for key, value in values.items()}
+        if flat:
+            history.append({"step": float(step), **flat})
+            self.fabric.log_dict(flat, step=step)
+
+    def _check_finite(self, loss: torch.Tensor, step: int, ckpt_root: Path | None) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.fabric.device)
+        if self.world_size > 1:
+            bad = self.fabric.all_reduce(bad, reduce_op="sum")
+        if bad.item() > 0:
+            kept = latest_checkpoint(ckpt_root) if ckpt_root is not None else None
+            where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint was written yet"
+            raise TrainingDivergedError(
+                f"loss is not finite at step {step} ({where}); lower loop.lr or set loop.clip_grad_norm"
+            )
+
+    def _model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        if self.config.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return self._unwrap(model).state_dict()
+
+    def _optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if self.config.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_optimizer_state_dict(model, optimizer, options=options)
+        return optimizer.state_dict()
+
+    def _load_states(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        model_state: dict[str, torch.Tensor],
+        train_state: dict[str, Any],
+    ) -> None:
+        if self.config.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(model, model_state, options=options)
+            set_optimizer_state_dict(model, optimizer, train_state["optimizer"], options=options)
+            return
+        self._unwrap(model).load_state_dict(model_state)
+        optimizer.load_state_dict(train_state["optimizer"])
+
+    def _save(
+        self,
+        root: Path,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ema: WeightEma | None,
+        keep: int,
+    ) -> None:
+        model_state = self._model_state(model)
+        optimizer_state = self._optimizer_state(model, optimizer)
+        if self.is_main:
+            train_state = {"step": step, "optimizer": optimizer_state, "rng": capture_rng_state()}
+            save_checkpoint(root, step, model_state, train_state, ema.state_dict() if ema else None, keep=keep)
+        self.fabric.barrier()
+
+
+def _run_spawned(engine: Engine, function: Callable[..., Any], fabric: Fabric, *args: Any) -> Any:
+    """Entry point of a spawned process: bind the engine to this process's Fabric, then run the function."""
+    engine.fabric = fabric
+    engine._launched = True
+    return function(engine, *args)

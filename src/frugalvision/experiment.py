@@ -1,0 +1,71 @@
+"""What every method's experiment shares: the run config base, run folders, timing and results writing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from frugalvision.engine.config import FabricConfig
+from frugalvision.errors import ConfigError
+
+PresetName = Literal["smoke", "standard", "paper"]
+
+
+@dataclass
+class RunConfig:
+    """Fields every experiment config has (method configs subclass this).
+
+    Attributes:
+        preset: which preset these values came from ("smoke", "standard", "paper").
+        out: root folder of the outputs; the method writes ``<out>/<method>/results.json``.
+        seeds: seeds to repeat the experiment with.
+        dataset: dataset source name, or "auto" for the best one found offline.
+        data_root: folder holding the real dataset (None: the embedded/default location).
+        study: optional study to run instead of the main experiment (e.g. "variants").
+        resume: continue interrupted training runs from their newest checkpoint.
+        progress: show progress bars.
+        threads: torch CPU threads (0 keeps torch's default).
+        fabric: where to run.
+    """
+
+    preset: PresetName = "standard"
+    out: str = "runs"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    dataset: str = "auto"
+    data_root: str | None = None
+    study: str | None = None
+    resume: bool = False
+    progress: bool = True
+    threads: int = 0
+    fabric: FabricConfig = field(default_factory=FabricConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError on an invalid value (subclasses extend this)."""
+        if not self.seeds:
+            raise ConfigError("seeds is empty; pass at least one seed, e.g. --seeds 0 1 2")
+        if self.data_root is not None and not Path(self.data_root).exists():
+            raise ConfigError(
+                f"data_root={self.data_root!r} does not exist; pass an existing folder or omit --data-root"
+            )
+        if self.threads < 0:
+            raise ConfigError(f"threads={self.threads} is invalid; use 0 (default) or a positive count")
+        self.fabric.validate()
+
+    def method_dir(self, method: str) -> Path:
+        """Folder of this method's outputs: ``<out>/<method>``."""
+        return Path(self.out) / method
+
+
+def apply_threads(threads: int) -> None:
+    """Set torch's intra-op threads when ``threads`` > 0."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def describe_env(device: str) -> dict[str, object]:
+    """Environment block of results.json."""
+    return {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}

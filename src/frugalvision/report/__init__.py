@@ -1,0 +1,47 @@
+"""Results format (results.json), Markdown/HTML report rendering and matplotlib figure helpers."""
+
+from frugalvision.report.figures import bar_plot, image_grid, line_plot
+from frugalvision.report.render import (
+    collect_results,
+    format_mean_std,
+    format_number,
+    render_html,
+    render_markdown,
+    write_report,
+)
+from frugalvision.report.schema import (
+    RESULTS_FILE,
+    VERDICTS,
+    ResultsDoc,
+    Row,
+    environment,
+    load_results,
+    make_results,
+    paired_difference,
+    summarize,
+    validate_results,
+    write_results,
+)
+
+__all__ = [
+    "RESULTS_FILE",
+    "VERDICTS",
+    "ResultsDoc",
+    "Row",
+    "bar_plot",
+    "collect_results",
+    "environment",
+    "format_mean_std",
+    "format_number",
+    "image_grid",
+    "line_plot",
+    "load_results",
+    "make_results",
+    "paired_difference",
+    "render_html",
+    "render_markdown",
+    "summarize",
+    "validate_results",
+    "write_report",
+    "write_results",
+]

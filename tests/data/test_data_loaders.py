@@ -1,0 +1,46 @@
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from frugalvision.data import default_num_workers, make_loader
+
+
+class _Noisy(Dataset):
+    """Items carry torch randomness, as a random augmentation would."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        return i, torch.rand(())
+
+
+def _order(loader):
+    return [b[0].tolist() for b in loader]
+
+
+def test_same_seed_same_order_every_epoch():
+    ds = TensorDataset(torch.arange(50))
+    a, b = make_loader(ds, 8, shuffle=True, seed=3), make_loader(ds, 8, shuffle=True, seed=3)
+    assert _order(a) == _order(b) and _order(a) == _order(b)  # epoch 1 and epoch 2 both match
+    assert _order(make_loader(ds, 8, shuffle=True, seed=4)) != _order(make_loader(ds, 8, shuffle=True, seed=3))
+    first = _order(make_loader(ds, 8, shuffle=True, seed=3))
+    assert sorted(sum(first, [])) == list(range(50))
+
+
+def test_no_shuffle_and_drop_last():
+    ds = TensorDataset(torch.arange(10))
+    batches = _order(make_loader(ds, 4, shuffle=False, seed=0, drop_last=True))
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_worker_randomness_is_reproducible():
+    run = [[(i.tolist(), r.tolist()) for i, r in make_loader(_Noisy(), 4, shuffle=True, seed=7, num_workers=1)]
+           for _ in range(2)]  # fmt: skip
+    assert run[0] == run[1]
+
+
+def test_default_num_workers(monkeypatch):
+    monkeypatch.setenv("FRUGALVISION_NUM_WORKERS", "3")
+    assert default_num_workers() == 3
+    monkeypatch.delenv("FRUGALVISION_NUM_WORKERS")
+    assert 0 <= default_num_workers() <= 8

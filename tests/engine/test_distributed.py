@@ -1,0 +1,93 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from frugalvision.engine import Engine, FabricConfig, LoopConfig, Task, load_weights, save_weights
+
+pytestmark = pytest.mark.distributed
+
+
+class RegressionTask(Task):
+    """Deterministic task (no dropout) so that DDP and one process can be compared number for number."""
+
+    def __init__(self):
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(64, 6, generator=generator)
+        self.y = torch.randint(0, 3, (64,), generator=generator)
+
+    def build_model(self):
+        return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+
+    def build_optimizer(self, model, loop):
+        return torch.optim.SGD(model.parameters(), lr=loop.lr, momentum=0.9)
+
+    def train_dataset(self):
+        return TensorDataset(self.x, self.y)
+
+    def training_step(self, model, batch, step):
+        inputs, targets = batch
+        return nn.functional.cross_entropy(model(inputs), targets), {}
+
+    def eval_datasets(self):
+        return {"val": TensorDataset(self.x[:21], self.y[:21])}
+
+
+def _train_and_save(engine: Engine, out_dir: str, batch_size: int) -> None:
+    result = engine.fit(RegressionTask(), LoopConfig(max_steps=8, batch_size=batch_size, lr=0.1, seed=5))
+    save_weights(result.model.state_dict(), Path(out_dir) / f"rank{engine.rank}.safetensors")
+    (Path(out_dir) / f"metrics{engine.rank}.json").write_text(json.dumps(result.metrics))
+
+
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+    ddp = Engine(FabricConfig(accelerator="cpu", devices="2", strategy="ddp_spawn"), progress=False)
+    ddp.launch(_train_and_save, str(tmp_path), 4)
+    single_dir = tmp_path / "single"
+    single_dir.mkdir()
+    _train_and_save(Engine(FabricConfig(accelerator="cpu"), progress=False), str(single_dir), 8)
+
+    rank0, rank1 = (load_weights(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
+    single = load_weights(single_dir / "rank0.safetensors")
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), f"{key} differs across ranks"
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-5)
+    metrics = [json.loads((tmp_path / f"metrics{r}.json").read_text()) for r in (0, 1)]
+    single_metrics = json.loads((single_dir / "metrics0.json").read_text())
+    assert metrics[0] == metrics[1]
+    assert metrics[0]["val"]["top1"] == pytest.approx(single_metrics["val"]["top1"])
+
+
+def test_torchrun_two_processes_run_the_baseline_smoke(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert torchrun is not None
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "frugalvision.cli",
+        "run",
+        "baseline",
+        "--preset",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        "--fabric.accelerator",
+        "cpu",
+        "--no-progress",
+    ]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = list(tmp_path.rglob("results.json"))
+    assert results == [tmp_path / "baseline" / "results.json"]
+    document = json.loads(results[0].read_text())
+    assert document["method"] == "baseline" and document["rows"]
+    assert "2 process(es)" in document["notes"]

@@ -1,0 +1,108 @@
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy import ToyTask  # noqa: E402
+
+from frugalvision.engine import Engine, FabricConfig, GlobalBatchSampler, LoopConfig, WeightEma, warmup_cosine_lr
+from frugalvision.errors import ConfigError, TrainingDivergedError
+
+
+class NoDropoutTask(ToyTask):
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Linear(self.dim, 16), nn.Tanh(), nn.Linear(16, self.classes))
+
+
+def _engine():
+    return Engine(FabricConfig(accelerator="cpu"), progress=False)
+
+
+def test_training_reduces_loss_and_reports_metrics():
+    result = _engine().fit(ToyTask(), LoopConfig(max_steps=60, batch_size=16, lr=0.02, log_every=1))
+    losses = [row["loss"] for row in result.history if "loss" in row]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+    assert result.steps == 60 and 0.0 <= result.metrics["val"]["top1"] <= 1.0
+
+
+def test_gradient_accumulation_matches_a_large_batch():
+    small = _engine().fit(NoDropoutTask(), LoopConfig(max_steps=6, batch_size=8, grad_accum=2, lr=0.05, seed=3))
+    large = _engine().fit(NoDropoutTask(), LoopConfig(max_steps=6, batch_size=16, grad_accum=1, lr=0.05, seed=3))
+    for a, b in zip(small.model.state_dict().values(), large.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_weights_different_seed_different_weights():
+    runs = [_engine().fit(ToyTask(), LoopConfig(max_steps=5, batch_size=8, seed=s)) for s in (1, 1, 2)]
+    w = [next(iter(r.model.state_dict().values())) for r in runs]
+    assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])
+
+
+def test_schedule_matches_closed_form():
+    lr = partial = dict(max_steps=100, lr=1.0, warmup_steps=10, warmup_start_lr=0.1, min_lr=0.01)
+    assert warmup_cosine_lr(0, **partial) == pytest.approx(0.1)
+    assert warmup_cosine_lr(5, **partial) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert warmup_cosine_lr(10, **partial) == pytest.approx(1.0)
+    expected = 0.01 + 0.5 * 0.99 * (1 + math.cos(math.pi * 45 / 90))
+    assert warmup_cosine_lr(55, **lr) == pytest.approx(expected)
+    assert warmup_cosine_lr(100, **partial) == pytest.approx(0.01)
+
+
+def test_ema_matches_closed_form():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = WeightEma(model, decay=0.9)
+    for value in (2.0, 4.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update(model)
+    expected = 0.9 * (0.9 * 1.0 + 0.1 * 2.0) + 0.1 * 4.0
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 2), expected))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    loop = LoopConfig(max_steps=20, batch_size=8, ckpt_every=5)
+    with pytest.raises(TrainingDivergedError) as info:
+        _engine().fit(ToyTask(nan_at=7), loop, run_dir=tmp_path)
+    message = str(info.value)
+    assert "step 7" in message and "step_00000005" in message and "\n" not in message
+    assert (tmp_path / "checkpoints" / "step_00000005" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [("lr", -1.0, "loop.lr"), ("batch_size", 0, "loop.batch_size"), ("ema_decay", 1.5, "loop.ema_decay")],
+)
+def test_invalid_loop_values_name_the_field(field, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        LoopConfig(**{field: value}).validate()
+
+
+def test_batch_larger_than_dataset_is_a_config_error():
+    with pytest.raises(ConfigError, match="exceeds the training set"):
+        _engine().fit(ToyTask(n=10), LoopConfig(max_steps=2, batch_size=32))
+
+
+def test_sampler_ranks_partition_the_single_process_batches():
+    single = GlobalBatchSampler(50, batch_size=6, seed=4, rank=0, world_size=1)
+    ranks = [GlobalBatchSampler(50, batch_size=3, seed=4, rank=r, world_size=2) for r in range(2)]
+    for epoch in (0, 3):
+        single.set_epoch(epoch)
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+        for whole, part0, part1 in zip(single, *ranks):
+            assert sorted(whole) == sorted(part0 + part1)
+            assert part0 == whole[0::2] and part1 == whole[1::2]
+
+
+def test_sampler_resumes_mid_epoch():
+    sampler = GlobalBatchSampler(40, batch_size=4, seed=1)
+    sampler.set_epoch(2)
+    batches = list(sampler)
+    sampler.set_epoch(2, start_batch=3)
+    assert list(sampler) == batches[3:] and len(sampler) == len(batches) - 3
