@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,6 +24,7 @@ class RunConfig:
         seeds: seeds to repeat the experiment with.
         dataset: dataset source name, or "auto" for the best one found offline.
         data_root: folder holding the real dataset (None: the embedded/default location).
+        skip_bad_files: skip (and count) corrupt image files instead of stopping at the first one.
         study: optional study to run instead of the main experiment (e.g. "variants").
         resume: continue interrupted training runs from their newest checkpoint.
         progress: show progress bars.
@@ -37,6 +37,7 @@ class RunConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     dataset: str = "auto"
     data_root: str | None = None
+    skip_bad_files: bool = False
     study: str | None = None
     resume: bool = False
     progress: bool = True
@@ -65,7 +66,3 @@ def apply_threads(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
 
-
-def describe_env(device: str) -> dict[str, object]:
-    """Environment block of results.json."""
-    return {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}

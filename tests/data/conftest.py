@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -18,6 +19,18 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run each data test on one intra-op thread (restored afterwards).
+
+    These tests do many small tensor ops; on a shared 2-core machine, 2 OpenMP threads make them ~20x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

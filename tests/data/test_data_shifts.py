@@ -5,11 +5,11 @@ from torchvision.transforms import InterpolationMode
 
 from frugalvision.data import (
     TEXTURE_FAMILIES,
-    ImageArrays,
     color_domains,
     composite,
     concat_arrays,
     derive_seed,
+    domain_shares,
     load_source,
     load_textures,
     rotated_domains,
@@ -21,39 +21,24 @@ from frugalvision.errors import DataError
 
 @pytest.fixture(scope="module")
 def small():
-    """600 real MNIST digits."""
-    return load_source("mnist5k", train=False).subset(torch.arange(0, 1000, 5)).subset(torch.arange(200))
-
-
-def _find(src: ImageArrays, label_image_pairs):
-    return [torch.nonzero((src.images == img).flatten(1).all(1)).flatten() for img in label_image_pairs]
+    """200 real MNIST digits (every 5th of the mnist5k test part)."""
+    return load_source("mnist5k", train=False).subset(torch.arange(0, 1000, 5))
 
 
 def test_rotated_domains_protocol(small):
     doms = rotated_domains(small, seed=3)
     assert list(doms) == ["rot0", "rot15", "rot30", "rot45", "rot60", "rot75"]
-    assert sum(len(d) for d in doms.values()) == len(small) and all(d.name == k for k, d in doms.items())
-    assert torch.equal(doms["rot0"].images, small.images[torch.isin(torch.arange(len(small)), _share(doms, small))])
-    # every rotated image is TF.rotate of one original, and the shares are disjoint
-    used = []
-    for name, dom in doms.items():
-        angle = float(name[3:])
-        rotated_all = TF.rotate(small.images, angle, interpolation=InterpolationMode.BILINEAR, fill=0)
-        for img, lab in zip(dom.images[:5], dom.labels[:5]):
-            hits = torch.nonzero((rotated_all == img).flatten(1).all(1)).flatten()
-            assert len(hits) >= 1 and int(small.labels[hits[0]]) == int(lab)
-            used.append(int(hits[0]))
-    assert len(set(used)) == len(used)
+    assert all(d.name == k for k, d in doms.items())
+    shares = domain_shares(len(small), 6, seed=3)
+    assert sorted(torch.cat(shares).tolist()) == list(range(len(small)))  # disjoint shares covering the data
+    assert [len(s) for s in shares] == [len(d) for d in doms.values()] == [34, 34, 33, 33, 33, 33]
+    for (name, dom), share in zip(doms.items(), shares):
+        expected = TF.rotate(small.images[share], float(name[3:]), interpolation=InterpolationMode.BILINEAR, fill=0)
+        assert torch.equal(dom.images, expected) and torch.equal(dom.labels, small.labels[share])
+    assert torch.equal(doms["rot0"].images, small.images[shares[0]])
     again = rotated_domains(small, seed=3)
     assert all(torch.equal(again[k].images, doms[k].images) for k in doms)
-    assert not torch.equal(rotated_domains(small, seed=4)["rot30"].labels, doms["rot30"].labels)
-
-
-def _share(doms, small):
-    """Indices of small's images that landed in rot0 (angle 0 is an exact copy)."""
-    rot0 = doms["rot0"].images.flatten(1)
-    flat = small.images.flatten(1)
-    return torch.tensor([i for i in range(len(small)) if (rot0 == flat[i]).all(1).any()])
+    assert not torch.equal(domain_shares(len(small), 6, seed=4)[2], shares[2])
 
 
 def test_rotation_matches_torchvision_exactly(small):
@@ -91,10 +76,10 @@ def test_texture_background_domains(small):
     doms = texture_background_domains(small, seed=2)
     assert list(doms) == ["brick", "grass", "gravel", "photo"] and sum(len(d) for d in doms.values()) == len(small)
     textures = load_textures()
-    for fam, dom in doms.items():
-        assert dom.image_shape == (3, 28, 28) and dom.name == fam
+    for (fam, dom), share in zip(doms.items(), domain_shares(len(small), 4, seed=2)):
+        assert dom.image_shape == (3, 28, 28) and dom.name == fam and torch.equal(dom.labels, small.labels[share])
         bg = sample_backgrounds(textures[fam], len(dom), (28, 28), derive_seed(2, "texture", fam))
-        fg = _originals(small, dom)
+        fg = small.images[share]
         alpha0 = (fg == 0).expand(-1, 3, -1, -1)
         assert alpha0.float().mean() > 0.5
         assert torch.equal(dom.images[alpha0], bg[alpha0])  # background pixels are the texture crop
@@ -104,21 +89,6 @@ def test_texture_background_domains(small):
     assert all(torch.equal(again[k].images, doms[k].images) for k in doms)
     other = texture_background_domains(small, families=["brick"], seed=5)
     assert list(other) == ["brick"] and len(other["brick"]) == len(small)
-
-
-def _originals(small, dom):
-    """Recover the source digits of a texture domain: same labels, in the order of its (sorted) share."""
-    from frugalvision.data import domain_shares
-
-    shares = domain_shares(len(small), 4, 2)
-    for idx in shares:
-        if torch.equal(small.labels[idx], dom.labels) and len(idx) == len(dom):
-            fg = small.images[idx]
-            mask = fg == 0
-            if torch.equal(composite(fg, torch.zeros(len(idx), 3, 28, 28, dtype=torch.uint8))[mask.expand(-1, 3, -1, -1)],
-                           torch.zeros(int(mask.sum()) * 3, dtype=torch.uint8)):  # fmt: skip
-                return fg
-    raise AssertionError("share not found")
 
 
 def test_backgrounds_are_exact_texture_windows():

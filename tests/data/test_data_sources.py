@@ -118,7 +118,11 @@ def test_label_count_mismatch(tmp_path):
 )
 def test_builtin_sources_split(name, shape, n_train, n_test):
     train, test = load_source(name), load_source(name, train=False)
-    assert train.image_shape == shape and train.images.dtype == torch.uint8 and train.classes == [str(i) for i in range(10)]
+    assert (
+        train.image_shape == shape
+        and train.images.dtype == torch.uint8
+        and train.classes == [str(i) for i in range(10)]
+    )
     if n_train is not None:
         assert (len(train), len(test)) == (n_train, n_test)
         assert torch.bincount(train.labels).tolist() == [400] * 10

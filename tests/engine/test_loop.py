@@ -1,16 +1,12 @@
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyTask  # noqa: E402
-
 from frugalvision.engine import Engine, FabricConfig, GlobalBatchSampler, LoopConfig, WeightEma, warmup_cosine_lr
 from frugalvision.errors import ConfigError, TrainingDivergedError
+from tests.engine.toy import ToyTask
 
 
 class NoDropoutTask(ToyTask):

@@ -19,20 +19,21 @@ __all__ = ["derive_seed", "split_indices", "stratified_split", "stratified_subse
 _EPS = 1e-9
 
 
-def derive_seed(seed: int, *keys: object) -> int:
+def derive_seed(seed: int | str, *keys: object) -> int:
     """Derive a stable 31-bit seed from a base seed and any keys (e.g. a domain name).
 
-    Unlike ``hash()``, the result does not change between Python processes.
+    Unlike ``hash()``, the result does not change between Python processes. Integer seeds and keys are mixed in by
+    their decimal ``str()``, so ``derive_seed(3, "a") == derive_seed("3", "a")``.
 
     Args:
-        seed: Base seed.
+        seed: Base seed (an integer, or any label such as ``"stream"``).
         *keys: Extra values whose ``str()`` is mixed in.
 
     Returns:
         A non-negative integer below ``2**31``.
 
     """
-    text = ":".join([str(int(seed)), *(str(k) for k in keys)])
+    text = ":".join(str(int(k)) if isinstance(k, (bool, int)) else str(k) for k in (seed, *keys))
     return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 

@@ -246,3 +246,48 @@ def run(config: BaselineConfig) -> dict[str, Any]:
         write_results(document, out_dir)
     engine.barrier()
     return document if document is not None else {}
+
+
+def _plain_pytorch_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loop: LoopConfig) -> float:
+    """Seconds per step of a hand-written PyTorch loop (the peer of the engine benchmark)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
+    model.train()
+    batch = loop.batch_size
+    start = 0.0
+    for step in range(loop.max_steps):
+        if step == 5:
+            start = time.perf_counter()
+        index = (step * batch) % (len(images) - batch)
+        loss = nn.functional.cross_entropy(model(images[index : index + batch]), labels[index : index + batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / (loop.max_steps - 5)
+
+
+def benchmark(out_dir: Path) -> dict[str, Any]:
+    """Engine overhead: seconds per training step through ``Engine.fit`` vs a plain PyTorch loop, same model/data.
+
+    Returns:
+        Per model: both step times and their ratio (engine / plain); 1.0 means no overhead.
+    """
+    config = standard()
+    source, train, _, _ = load_data(config)
+    images, labels = train.to_float()[:4096], train.labels[:4096]
+    results: dict[str, Any] = {"dataset": source, "device": "cpu", "threads": torch.get_num_threads()}
+    for kind in MODELS:
+        loop = LoopConfig(max_steps=60, batch_size=64, lr=1e-3, log_every=0)
+        torch.manual_seed(0)
+        plain = _plain_pytorch_steps(
+            build_model(kind, config, train.image_shape, train.num_classes), images, labels, loop
+        )
+        task = SupervisedClassification(
+            lambda kind=kind: build_model(kind, config, train.image_shape, train.num_classes),
+            torch.utils.data.TensorDataset(images, labels),
+        )
+        engine = Engine(FabricConfig(accelerator="cpu"), progress=False)
+        short = engine.fit(task, LoopConfig(max_steps=5, batch_size=64, lr=1e-3, log_every=0)).wall_s
+        full = engine.fit(task, loop).wall_s
+        ours = (full - short) / (loop.max_steps - 5)
+        results[kind] = {"engine_s_per_step": ours, "plain_s_per_step": plain, "ratio": ours / plain}
+    return results
