@@ -21,8 +21,20 @@ test-slow: install
 
 install: $(STAMP)
 
+# A half-made .venv (python3 -m venv failed for lack of ensurepip) is removed and made again; as root on Debian,
+# the missing python3-venv package is installed first.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if ! $(PY) -m pip --version >/dev/null 2>&1; then \
+		rm -rf $(VENV); \
+		if ! $(PYTHON) -m venv $(VENV) >/dev/null 2>&1; then \
+			rm -rf $(VENV); \
+			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+				DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+			fi; \
+			$(PYTHON) -m venv $(VENV) || { echo "cannot create $(VENV): install python3-venv"; exit 1; }; \
+		fi; \
+	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[vl,dev]'
 	touch $(STAMP)
@@ -32,7 +44,8 @@ $(STAMP): pyproject.toml
 data:
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
+		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
 		|| echo "apt-get failed: experiments will use the MNIST-5k subset"; \
 	else echo "not root or no apt-get: experiments will use the MNIST-5k subset (or pass --data-root)"; fi
 

@@ -11,13 +11,16 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tyro
 
@@ -25,12 +28,17 @@ from frugalvision.config_io import config_from_dict, read_config_file, save_conf
 from frugalvision.errors import ConfigError, FrugalError
 from frugalvision.registry import METHODS, available_methods, get_method
 
+T = TypeVar("T")
+
 USAGE = """usage: frugal <command> [options]
 
 commands:
   list                         show the registered methods and their status
-  run METHOD [options]         run one method's experiment (--preset smoke|standard|paper, --study variants,
-                               --config run.yaml to replay, --out DIR, any config field: --loop.lr 0.01 ...)
+  run METHOD [options]         run one method's experiment:
+                                 --preset smoke|standard|paper   the starting values (default: standard)
+                                 --config run.yaml               replay a saved config instead of a preset
+                                 --study variants                a method's study instead of its main experiment
+                                 --out DIR, --seeds 0 1 2, any config field (--loop.lr 0.01 ...)
   reproduce [options]          run every available experiment, then write the report
   report [--out DIR]           render <out>/REPORT.md and report.html from the results.json files
   bench [options]              run the speed benchmarks of the available methods
@@ -77,6 +85,33 @@ class BenchArgs:
 
     methods: tuple[str, ...] = ()
     out: str = "runs"
+
+
+def _is_main_process() -> bool:
+    """True unless this process is a non-zero rank of torchrun or SLURM."""
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
+
+
+def parse_args(cls: type[T], args: Sequence[str], prog: str, default: T | None = None) -> T:
+    """``tyro.cli`` whose parse errors become one-line ConfigErrors (``--help`` still prints the full help).
+
+    Raises:
+        ConfigError: an unknown option or a value of the wrong type (names the option and, if any, a suggestion).
+    """
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, default=default, args=list(args), prog=prog)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        lines = [line.strip(" │╭╮╰╯|+").strip() for line in captured.getvalue().splitlines()]
+        lines = [line for line in lines if line and not set(line) <= set("─-=+ ")]
+        message = lines[1] if len(lines) > 1 else (lines[0] if lines else "invalid arguments")
+        if "Perhaps you meant:" in lines:
+            suggestion = lines[lines.index("Perhaps you meant:") + 1].split()[0]
+            message += f" (did you mean {suggestion}?)"
+        raise ConfigError(f"{message}; see `{prog} --help`") from None
 
 
 def _fail(message: str) -> int:
@@ -131,7 +166,7 @@ def build_config(method: str, args: Sequence[str]) -> Any:
         if preset not in module.PRESETS:
             raise ConfigError(f"unknown preset '{preset}' for {method}; choose one of: {', '.join(module.PRESETS)}")
         default = module.PRESETS[preset]()
-    config = tyro.cli(module.CONFIG_CLASS, default=default, args=rest, prog=f"frugal run {method}")
+    config = parse_args(module.CONFIG_CLASS, rest, f"frugal run {method}", default=default)
     study = getattr(config, "study", None)
     if study is not None and study not in getattr(module, "STUDIES", ()):
         studies = ", ".join(getattr(module, "STUDIES", ())) or "none"
@@ -143,12 +178,16 @@ def build_config(method: str, args: Sequence[str]) -> Any:
 def run_method(method: str, config: Any) -> dict[str, Any]:
     """Save the resolved config next to the results, then run the experiment."""
     module = get_method(method).load()
-    save_config(config, Path(config.out) / method / "config.yaml")
+    if _is_main_process():
+        save_config(config, Path(config.out) / method / "config.yaml")
     return module.run(config)
 
 
 def cmd_run(args: list[str]) -> int:
     """``frugal run METHOD ...``."""
+    if args and args[0] in {"-h", "--help"}:
+        print(USAGE)
+        return 0
     if not args or args[0].startswith("-"):
         return _fail("frugal run needs a method name; see `frugal list`")
     method, rest = args[0], args[1:]
@@ -171,7 +210,7 @@ def _print_summary(document: dict[str, Any], folder: Path) -> None:
 
 def cmd_reproduce(args: list[str]) -> int:
     """``frugal reproduce``: every available experiment, then the report."""
-    options = tyro.cli(ReproduceArgs, args=args, prog="frugal reproduce")
+    options = parse_args(ReproduceArgs, args, "frugal reproduce")
     methods = list(options.methods) or available_methods()
     for method in methods:
         get_method(method).load()
@@ -181,9 +220,12 @@ def cmd_reproduce(args: list[str]) -> int:
         if options.seeds:
             extra += ["--seeds", *map(str, options.seeds)]
         config = build_config(method, extra)
-        print(f"== {method} ({options.preset})", flush=True)
+        if _is_main_process():
+            print(f"== {method} ({options.preset})", flush=True)
         document = run_method(method, config)
         _print_summary(document, Path(options.out) / method)
+    if not _is_main_process():
+        return 0
     from frugalvision.report import write_report
 
     markdown, html = write_report(Path(options.out))
@@ -195,7 +237,7 @@ def cmd_reproduce(args: list[str]) -> int:
 
 def cmd_report(args: list[str]) -> int:
     """``frugal report``."""
-    options = tyro.cli(ReportArgs, args=args, prog="frugal report")
+    options = parse_args(ReportArgs, args, "frugal report")
     from frugalvision.report import write_report
 
     root = Path(options.out)
@@ -208,7 +250,7 @@ def cmd_report(args: list[str]) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     """``frugal bench``: each available method's ``benchmark(out_dir)``."""
-    options = tyro.cli(BenchArgs, args=args, prog="frugal bench")
+    options = parse_args(BenchArgs, args, "frugal bench")
     methods = list(options.methods) or available_methods()
     out = Path(options.out) / "bench"
     out.mkdir(parents=True, exist_ok=True)

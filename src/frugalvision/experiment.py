@@ -55,6 +55,10 @@ class RunConfig:
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads} is invalid; use 0 (default) or a positive count")
         self.fabric.validate()
+        if self.fabric.strategy == "ddp_spawn":
+            raise ConfigError(
+                "fabric.strategy='ddp_spawn' cannot run an experiment from the CLI; use 'ddp' (one process per device)"
+            )
 
     def method_dir(self, method: str) -> Path:
         """Folder of this method's outputs: ``<out>/<method>``."""
@@ -65,4 +69,3 @@ def apply_threads(threads: int) -> None:
     """Set torch's intra-op threads when ``threads`` > 0."""
     if threads > 0:
         torch.set_num_threads(threads)
-

@@ -33,6 +33,9 @@ def test_list_shows_the_ten_papers_with_status(capsys):
         (["run", "baseline", "--config", "/no/such.yaml"], "config file /no/such.yaml does not exist"),
         (["run", "baseline", "--preset", "smoke", "--models", "mlp"], "models=('mlp',) is invalid"),
         (["frobnicate"], "unknown command 'frobnicate'"),
+        (["run", "baseline", "--preset", "smoke", "--loop.lrr", "0.1"], "did you mean --loop.lr?"),
+        (["run", "baseline", "--preset", "smoke", "--loop.lr", "abc"], "Error parsing --loop.lr"),
+        (["run", "baseline", "--preset", "smoke", "--fabric.strategy", "ddp_spawn"], "fabric.strategy='ddp_spawn'"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(capsys, argv, needle):

@@ -83,3 +83,10 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half-written")
     assert latest_checkpoint(tmp_path).name == "step_00000001"
+
+
+def test_dangling_latest_pointer_falls_back_to_newest_complete_folder(tmp_path):
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, {"w": torch.zeros(1)}, {"step": step}, keep=3)
+    (tmp_path / "latest").write_text("step_00000009")
+    assert latest_checkpoint(tmp_path).name == "step_00000002"

@@ -44,3 +44,4 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
         for key in expected:
             assert expected[key].dtype == actual[key].dtype
             assert expected[key].numpy().tobytes() == actual[key].numpy().tobytes(), key
+    assert (reference / "metrics.csv").read_text() == (interrupted / "metrics.csv").read_text()

@@ -102,3 +102,22 @@ def test_sampler_resumes_mid_epoch():
     batches = list(sampler)
     sampler.set_epoch(2, start_batch=3)
     assert list(sampler) == batches[3:] and len(sampler) == len(batches) - 3
+
+
+def test_run_logs_are_written_as_csv(tmp_path):
+    loop = LoopConfig(max_steps=12, batch_size=8, log_every=4)
+    _engine().fit(ToyTask(), loop, run_dir=tmp_path)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[0] == "step" and "loss" in header and "val/top1" in header
+    assert [line.split(",")[0] for line in lines[1:4]] == ["4.0", "8.0", "12.0"]
+
+
+def test_evaluation_matches_a_direct_loop_on_an_odd_sized_set():
+    task = ToyTask(n=37)
+    engine = _engine()
+    model = task.build_model().eval()
+    metrics = engine.evaluate(task, model, {"all": task.train_dataset()}, batch_size=5)["all"]
+    with torch.no_grad():
+        expected = (model(task.x).argmax(-1) == task.y).float().mean().item()
+    assert metrics["top1"] == pytest.approx(expected)

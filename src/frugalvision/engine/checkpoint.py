@@ -163,9 +163,14 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     latest_tmp = root / f".{LATEST_NAME}.tmp-{os.getpid()}"
-    latest_tmp.write_text(name)
+    with open(latest_tmp, "w") as handle:
+        handle.write(name)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(latest_tmp, root / LATEST_NAME)
     _fsync_dir(root)
+    for stale in root.glob(".step_*.tmp-*"):  # left behind by killed writers
+        shutil.rmtree(stale, ignore_errors=True)
     steps = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in steps[:-keep]:
         if old != final:
@@ -173,13 +178,20 @@ def save_checkpoint(
     return final
 
 
+def _is_complete(folder: Path) -> bool:
+    return (folder / STATE_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """Return the newest complete checkpoint folder under ``root``, or None."""
-    pointer = Path(root) / LATEST_NAME
-    if not pointer.is_file():
-        return None
-    folder = Path(root) / pointer.read_text().strip()
-    return folder if (folder / STATE_NAME).is_file() and (folder / WEIGHTS_NAME).is_file() else None
+    """Return the newest complete checkpoint folder under ``root`` (the ``latest`` pointer, else a scan), or None."""
+    root = Path(root)
+    pointer = root / LATEST_NAME
+    if pointer.is_file():
+        folder = root / pointer.read_text().strip()
+        if _is_complete(folder):
+            return folder
+    complete = sorted(p for p in root.glob("step_*") if p.is_dir() and _is_complete(p))
+    return complete[-1] if complete else None
 
 
 def load_checkpoint(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from lightning.fabric import Fabric
-from lightning.fabric.loggers import CSVLogger, Logger
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from frugalvision.engine.config import FabricConfig
+from frugalvision.errors import ConfigError
 
 
 def launcher_world() -> tuple[int, int] | None:
@@ -42,31 +42,25 @@ def resolve_topology(cfg: FabricConfig) -> tuple[int | str, int]:
     return devices, nodes
 
 
-def build_fabric(cfg: FabricConfig, log_dir: str | Path | None = None, log_name: str = "logs") -> Fabric:
-    """Create a Fabric from a :class:`FabricConfig`, with a CSV logger (and TensorBoard when installed).
+def build_fabric(cfg: FabricConfig) -> Fabric:
+    """Create a Fabric from a :class:`FabricConfig`.
 
-    Args:
-        cfg: hardware and parallelism settings.
-        log_dir: folder for the loggers; None disables logging.
-        log_name: sub-folder name of the logs.
+    Raises:
+        ConfigError: the hardware or strategy asked for is not usable here (names the field and the fix).
     """
     cfg.validate()
     devices, nodes = resolve_topology(cfg)
-    loggers: list[Logger] = []
-    if log_dir is not None:
-        loggers.append(CSVLogger(root_dir=str(log_dir), name=log_name, version=""))
-        try:
-            import tensorboard  # noqa: F401
-            from lightning.fabric.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(root_dir=str(log_dir), name=f"{log_name}_tb", version=""))
-        except ImportError:
-            pass
-    return Fabric(
-        accelerator=cfg.accelerator,
-        devices=devices,
-        num_nodes=nodes,
-        strategy=cfg.strategy,
-        precision=cfg.precision,
-        loggers=loggers,
-    )
+    try:
+        return Fabric(
+            accelerator=cfg.accelerator,
+            devices=devices,
+            num_nodes=nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+        )
+    except (RuntimeError, ValueError, TypeError, MisconfigurationException) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"fabric settings accelerator={cfg.accelerator!r} devices={cfg.devices!r} strategy={cfg.strategy!r} "
+            f"precision={cfg.precision!r} are not usable here ({first_line}); change the fabric.* values"
+        ) from None

@@ -8,6 +8,8 @@ checkpoints and exact resumption.
 from __future__ import annotations
 
 import functools
+import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from frugalvision.engine.checkpoint import latest_checkpoint, load_checkpoint, s
 from frugalvision.engine.config import FabricConfig, LoopConfig
 from frugalvision.engine.ema import WeightEma
 from frugalvision.engine.fabric import build_fabric
+from frugalvision.engine.logging import RunLogger
 from frugalvision.engine.sampler import EpochOrder, GlobalBatchSampler
 from frugalvision.engine.schedule import set_lr, warmup_cosine_lr
 from frugalvision.engine.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
@@ -75,6 +78,13 @@ class Task:
 
     def on_step_end(self, model: nn.Module, step: int) -> None:
         """Hook after each optimiser step (the model is the unwrapped module)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State the task keeps outside the model and optimiser (tensors and plain types), saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict` when resuming."""
 
     def eval_datasets(self) -> dict[str, Dataset]:
         """Return the named evaluation sets."""
@@ -129,7 +139,8 @@ class Engine:
 
     def __init__(self, config: FabricConfig | None = None, log_dir: str | Path | None = None, progress: bool = True):
         self.config = config or FabricConfig()
-        self.fabric: Fabric = build_fabric(self.config, log_dir)
+        self.fabric: Fabric = build_fabric(self.config)
+        self.log_dir = Path(log_dir) if log_dir is not None else None
         self.progress = progress
         self._launched = False
 
@@ -182,7 +193,8 @@ class Engine:
         Args:
             task: the method's task.
             loop: loop settings.
-            run_dir: folder for checkpoints (``run_dir/checkpoints``); None disables checkpoints.
+            run_dir: folder for checkpoints (``run_dir/checkpoints``) and logs (``run_dir/metrics.csv``); None
+                disables checkpoints (logs then go to ``<log_dir>/<desc>/`` when the engine has a log_dir).
             resume: continue from the newest checkpoint in ``run_dir`` (exactly: same data order and randomness).
             desc: progress-bar label.
 
@@ -207,7 +219,8 @@ class Engine:
         if ema is not None:
             ema.module.to(fabric.device)
 
-        start_step = 0
+        start_step, previous_wall_s = 0, 0.0
+        history: list[dict[str, float]] = []
         if resume:
             if ckpt_root is None:
                 raise ConfigError("resume=True needs a run directory; pass --out of the interrupted run")
@@ -224,6 +237,11 @@ class Engine:
                 ema.load_state_dict(ema_state)
             start_step = int(train_state["step"])
             restore_rng_state(train_state["rng"])
+            history = [dict(row) for row in train_state.get("history", [])]
+            previous_wall_s = float(train_state.get("wall_s", 0.0))
+            if "precision" in train_state:
+                fabric.strategy.precision.load_state_dict(train_state["precision"])
+            task.load_state_dict(train_state.get("task", {}))
 
         dataset = task.train_dataset()
         sampler = GlobalBatchSampler(
@@ -256,8 +274,10 @@ class Engine:
                 yield from loader
                 epoch, offset = epoch + 1, 0
 
-        history: list[dict[str, float]] = []
         metrics: dict[str, dict[str, float]] = {}
+        log_folder = run_path if run_path is not None else (self.log_dir / _safe_name(desc) if self.log_dir else None)
+        logger = RunLogger(log_folder, enabled=self.is_main) if log_folder is not None else None
+        check_grads = loop.clip_grad_norm > 0 and self.config.precision != "16-mixed"
         bar = tqdm(
             total=loop.max_steps,
             initial=start_step,
@@ -288,7 +308,7 @@ class Engine:
                 is_last = micro == loop.grad_accum - 1
                 with fabric.no_backward_sync(model, enabled=not is_last and self.world_size > 1):
                     loss, step_logs = task.training_step(model, batch, step)
-                    self._check_finite(loss, step, ckpt_root)
+                    self._check_finite(loss, step, ckpt_root, logger, history)
                     fabric.backward(loss / loop.grad_accum)
                 loss_sum += loss.detach().item() / loop.grad_accum
                 for key, value in step_logs.items():
@@ -298,6 +318,8 @@ class Engine:
                     model, optimizer, max_norm=loop.clip_grad_norm, error_if_nonfinite=False
                 )
                 logs["grad_norm"] = float(grad_norm)
+                if check_grads and not math.isfinite(logs["grad_norm"]):
+                    self._diverged(f"gradient norm is {logs['grad_norm']} at step {step}", ckpt_root, logger, history)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -307,26 +329,40 @@ class Engine:
             row = {"step": float(step), "lr": lr, "loss": loss_sum, **logs}
             if loop.log_every and (step % loop.log_every == 0 or step == loop.max_steps):
                 history.append(row)
-                fabric.log_dict({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
+                if logger is not None:
+                    logger.scalars({f"train/{k}" if k != "step" else k: v for k, v in row.items()})
             bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if loop.eval_every and step % loop.eval_every == 0 and step < loop.max_steps:
-                metrics = self.evaluate(task, ema.module if ema is not None else model)
-                self._log_eval(metrics, step, history)
+                metrics = self.evaluate(
+                    task, ema.module if ema is not None else model, batch_size=loop.eval_batch_size or loop.batch_size
+                )
+                self._log_eval(metrics, step, history, logger)
                 model.train()
             if ckpt_root is not None and ((loop.ckpt_every and step % loop.ckpt_every == 0) or step == loop.max_steps):
-                self._save(ckpt_root, step, model, optimizer, ema, loop.keep_checkpoints)
+                extra = {
+                    "history": history,
+                    "wall_s": previous_wall_s + time.perf_counter() - start_time,
+                    "precision": fabric.strategy.precision.state_dict(),
+                    "task": task.state_dict(),
+                }
+                self._save(ckpt_root, step, model, optimizer, ema, loop.keep_checkpoints, extra)
+                if logger is not None:
+                    logger.write(history)
         bar.close()
         final_model = ema.module if ema is not None else model
-        metrics = self.evaluate(task, final_model)
-        self._log_eval(metrics, step, history)
+        metrics = self.evaluate(task, final_model, batch_size=loop.eval_batch_size or loop.batch_size)
+        self._log_eval(metrics, step, history, logger)
+        if logger is not None:
+            logger.write(history)
+            logger.close()
         return FitResult(
             model=self._unwrap(model),
             ema_model=ema.module if ema is not None else None,
             metrics=metrics,
             history=history,
             steps=step,
-            wall_s=time.perf_counter() - start_time,
+            wall_s=previous_wall_s + time.perf_counter() - start_time,
             run_dir=run_path,
         )
 
@@ -345,49 +381,76 @@ class Engine:
         model.eval()
         results: dict[str, dict[str, float]] = {}
         for name, dataset in datasets.items():
-            shard = Subset(dataset, list(range(self.rank, len(dataset), self.world_size)))
-            loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=task.collate())
+            if len(dataset) == 0:
+                raise ConfigError(f"evaluation set {name!r} is empty; remove it or check its data")
+            # Every rank runs the same number of batches (FSDP needs all ranks in each forward): shards are padded
+            # with repeated indices to ceil(N / world), and the padding is dropped after the gather.
+            per_rank = -(-len(dataset) // self.world_size)
+            indices = list(range(self.rank, len(dataset), self.world_size))
+            true_length = len(indices)
+            indices += [indices[-1] if indices else 0] * (per_rank - true_length)
+            loader = DataLoader(
+                Subset(dataset, indices), batch_size=batch_size, shuffle=False, collate_fn=task.collate()
+            )
             collected: dict[str, list[torch.Tensor]] = {}
             for batch in loader:
                 with self.fabric.autocast():
                     outputs = task.eval_step(model, self.fabric.to_device(batch))
                 for key, value in outputs.items():
                     collected.setdefault(key, []).append(value.detach())
-            merged = {key: self._gather(torch.cat(values)) for key, values in collected.items()}
+            merged = {key: self._gather(torch.cat(values), true_length) for key, values in sorted(collected.items())}
             results[name] = task.eval_metrics({k: v.cpu() for k, v in merged.items()})
         model.train(was_training)
         return results
 
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _gather(self, tensor: torch.Tensor, true_length: int) -> torch.Tensor:
+        """Gather equal-length shards from all ranks and drop each rank's padding."""
         if self.world_size == 1:
-            return tensor
-        length = torch.tensor([tensor.shape[0]], device=tensor.device)
-        lengths = self.fabric.all_gather(length).flatten().tolist()
-        padded = torch.zeros((max(lengths), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
-        padded[: tensor.shape[0]] = tensor
-        gathered = self.fabric.all_gather(padded)
+            return tensor[:true_length]
+        lengths = self.fabric.all_gather(torch.tensor([true_length], device=tensor.device)).flatten().tolist()
+        gathered = self.fabric.all_gather(tensor)
         return torch.cat([gathered[r, : lengths[r]] for r in range(len(lengths))])
 
     # ------------------------------------------------------------------ helpers
     def _unwrap(self, model: nn.Module) -> nn.Module:
         return getattr(model, "module", model) if hasattr(model, "_forward_module") else model
 
-    def _log_eval(self, metrics: dict[str, dict[str, float]], step: int, history: list[dict[str, float]]) -> None:
+    def _log_eval(
+        self,
+        metrics: dict[str, dict[str, float]],
+        step: int,
+        history: list[dict[str, float]],
+        logger: RunLogger | None,
+    ) -> None:
         flat = {f"{name}/{key}": value for name, values in metrics.items() for key, value in values.items()}
         if flat:
             history.append({"step": float(step), **flat})
-            self.fabric.log_dict(flat, step=step)
+            if logger is not None:
+                logger.scalars({"step": float(step), **flat})
 
-    def _check_finite(self, loss: torch.Tensor, step: int, ckpt_root: Path | None) -> None:
+    def _check_finite(
+        self,
+        loss: torch.Tensor,
+        step: int,
+        ckpt_root: Path | None,
+        logger: RunLogger | None,
+        history: list[dict[str, float]],
+    ) -> None:
         bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.fabric.device)
         if self.world_size > 1:
             bad = self.fabric.all_reduce(bad, reduce_op="sum")
         if bad.item() > 0:
-            kept = latest_checkpoint(ckpt_root) if ckpt_root is not None else None
-            where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint was written yet"
-            raise TrainingDivergedError(
-                f"loss is not finite at step {step} ({where}); lower loop.lr or set loop.clip_grad_norm"
-            )
+            self._diverged(f"loss is not finite at step {step}", ckpt_root, logger, history)
+
+    def _diverged(
+        self, what: str, ckpt_root: Path | None, logger: RunLogger | None, history: list[dict[str, float]]
+    ) -> None:
+        if logger is not None:
+            logger.write(history)
+            logger.close()
+        kept = latest_checkpoint(ckpt_root) if ckpt_root is not None else None
+        where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint was written yet"
+        raise TrainingDivergedError(f"{what} ({where}); lower loop.lr or set loop.clip_grad_norm")
 
     def _model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         if self.config.strategy == "fsdp":
@@ -433,11 +496,12 @@ class Engine:
         optimizer: torch.optim.Optimizer,
         ema: WeightEma | None,
         keep: int,
+        extra: dict[str, Any],
     ) -> None:
         model_state = self._model_state(model)
         optimizer_state = self._optimizer_state(model, optimizer)
         if self.is_main:
-            train_state = {"step": step, "optimizer": optimizer_state, "rng": capture_rng_state()}
+            train_state = {"step": step, "optimizer": optimizer_state, "rng": capture_rng_state(), **extra}
             save_checkpoint(root, step, model_state, train_state, ema.state_dict() if ema else None, keep=keep)
         self.fabric.barrier()
 
@@ -447,3 +511,7 @@ def _run_spawned(engine: Engine, function: Callable[..., Any], fabric: Fabric, *
     engine.fabric = fabric
     engine._launched = True
     return function(engine, *args)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"

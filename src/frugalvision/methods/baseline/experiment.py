@@ -219,8 +219,10 @@ def run(config: BaselineConfig) -> dict[str, Any]:
         steps = [h["step"] for h in result.history if "loss" in h]
         series = {}
         for name, runs in curves.items():
-            stacked = torch.tensor(runs)
-            series[name] = (stacked.mean(0).tolist(), stacked.std(0, unbiased=False).tolist())
+            complete = [r for r in runs if len(r) == len(steps)]
+            if complete:
+                stacked = torch.tensor(complete)
+                series[name] = (stacked.mean(0).tolist(), stacked.std(0, unbiased=False).tolist())
         figures.append(line_plot(out_dir / "train_loss.png", steps, series, "step", "training loss", "ERM training"))
         provisional = make_results(
             METHOD, get_method(METHOD).paper, config.preset, source, CLAIM, rows, "inconclusive", "", 0.0
