@@ -1,0 +1,156 @@
+"""Task adapter, FLOP-matched arm, verdict rule, and the smoke preset end to end (results.json, determinism)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from frugalvision.engine import Engine, FabricConfig
+from frugalvision.methods.deit3 import experiment
+from frugalvision.methods.deit3.config import arm_recipe, smoke
+from frugalvision.methods.deit3.data import load_colour_sets
+from frugalvision.methods.deit3.losses import mixed_bce_loss
+from frugalvision.methods.deit3.model import resize_vit
+from frugalvision.methods.deit3.task import Deit3Task
+
+
+def test_finetune_stage_starts_from_resized_low_res_model_and_ra_order() -> None:
+    c = smoke()
+    sets = load_colour_sets("digits", n_test=50)
+    pre, ft = c.deit3.pretrain, c.deit3.finetune
+    low_task = Deit3Task(c.model, c.deit3, pre, sets.train, {}, 10, 16)
+    torch.manual_seed(0)
+    low = low_task.build_model().eval()
+    assert low.pos_embed.shape[1] == (pre.img_size // c.model.patch_size) ** 2
+    assert low_task.batch_order() is not None  # repeated augmentation in a single process too
+    ft_task = Deit3Task(c.model, c.deit3, ft, sets.train, {"test": sets.test}, 10, 16, init_model=low)
+    high = ft_task.build_model().eval()
+    assert ft_task.batch_order() is None
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(high(x), resize_vit(low, 16).eval()(x), rtol=0, atol=0)
+    # collate: training batches are augmented at the stage's size, evaluation batches resized to the eval size
+    items = [low_task.train_dataset()[i] for i in range(8)]
+    xb, yb = low_task.collate()(items)
+    assert xb.shape == (8, 3, pre.img_size, pre.img_size) and yb.shape == (8,)
+    xe, _ = ft_task.collate()([ft_task.eval_datasets()["test"][i] for i in range(4)])
+    assert xe.shape == (4, 3, 16, 16)
+    loss, logs = low_task.training_step(low.train(), (xb, yb), 0)
+    assert torch.isfinite(loss) and 0 < logs["lam"] <= 1
+    assert mixed_bce_loss(torch.zeros(2, 10), torch.eye(10)[:2]).item() > 0
+
+
+def test_fullres_arm_gets_the_flops_of_the_low_res_schedule() -> None:
+    c = smoke()
+    sets = load_colour_sets("digits", n_test=50)
+    data = experiment.colour_data(sets)
+    steps = experiment.arm_steps(c, "deit3_fullres", data)
+    budget = experiment.train_flops(c, c.deit3, experiment.stage_plan(c.deit3, c.steps), data)
+    full = arm_recipe(c, "deit3_fullres")
+    per_step = experiment.train_flops(c, full, [(full.pretrain, 1)], data)
+    assert steps < c.steps and steps * per_step <= budget < (steps + 1) * per_step
+
+
+def rows(deit3: list[float], deit: list[float], flops: tuple[float, float] = (1.0, 2.0)) -> list[dict]:
+    out = []
+    for seed, (a, b) in enumerate(zip(deit3, deit)):
+        out.append({"name": "deit3", "seed": seed, "metrics": {"top1": a, "train_gflops": flops[0]}})
+        out.append({"name": "deit", "seed": seed, "metrics": {"top1": b, "train_gflops": flops[1]}})
+    return out
+
+
+def test_verdict_rule() -> None:
+    v = experiment.compute_verdict
+    assert v(rows([0.8, 0.81, 0.79], [0.78, 0.8, 0.8]), 0.5) == "supported"
+    assert v(rows([0.8, 0.81, 0.79], [0.78, 0.8, 0.8], flops=(3.0, 2.0)), 0.5) == "inconclusive"
+    assert v(rows([0.7, 0.7, 0.7], [0.8, 0.8, 0.8]), 0.5) == "not supported"
+    assert v(rows([0.79, 0.81, 0.8], [0.8, 0.8, 0.8]), 0.5) == "inconclusive"
+    assert v(rows([0.2, 0.2, 0.2], [0.1, 0.1, 0.1]), 0.5) == "inconclusive"  # below the sanity floor
+
+
+def test_smoke_preset_end_to_end_and_deterministic(tmp_path) -> None:
+    docs = []
+    for run in ("a", "b"):
+        config = smoke()
+        config.out = str(tmp_path / run)
+        doc = experiment.run(config)
+        saved = json.loads((tmp_path / run / "deit3" / "results.json").read_text())
+        assert saved["verdict"] == doc["verdict"] in ("supported", "not supported", "inconclusive")
+        assert {r["name"] for r in saved["rows"]} == {"deit3", "deit"} and saved["verdict_rule"]
+        assert "top1" in saved["summary"] and (tmp_path / run / "deit3" / "config.yaml").exists()
+        docs.append(doc)
+    strip = [[{k: v for k, v in r["metrics"].items() if k != "train_s"} for r in d["rows"]] for d in docs]
+    assert strip[0] == strip[1]
+
+
+def test_engine_runs_repeated_augmentation_single_process() -> None:
+    c = smoke()
+    sets = load_colour_sets("digits", n_test=50)
+    task = Deit3Task(c.model, c.deit3, c.deit3.pretrain, sets.train, {}, 10, 16)
+    engine = Engine(FabricConfig(accelerator="cpu"), progress=False)
+    fit = engine.fit(task, task.loop_config(2, 8, seed=0, log_every=1))
+    assert fit.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in fit.history if "loss" in h)
+
+
+def write_folder(root: Path, names: list[str], per_class: int = 6, size: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)
+            pixels[..., k % 3] = 255  # a class-dependent colour
+            Image.fromarray(pixels).save(root / name / f"img{i}.png")
+
+
+def test_imagenet_folder_path_end_to_end_with_integer_v2_folders(tmp_path) -> None:
+    write_folder(tmp_path / "imagenet" / "train", ["n01", "n02", "n10"])
+    write_folder(tmp_path / "imagenet" / "val", ["n01", "n02", "n10"], per_class=2)
+    write_folder(tmp_path / "imagenetv2-matched-frequency-format-val", ["0", "1", "2"], per_class=2)
+    config = smoke()
+    config.dataset, config.data_root, config.out = "imagenet", str(tmp_path), str(tmp_path / "out")
+    config.arms, config.steps, config.batch_size = ("deit3",), 3, 4
+    doc = experiment.run(config)
+    assert doc["dataset"] == "imagenet" and {"top1", "top1_v2"} <= set(doc["rows"][0]["metrics"])
+    sets = experiment.find_imagenet(tmp_path)
+    task = Deit3Task(
+        config.model, config.deit3, config.deit3.finetune, sets.train, sets.evals, 3, 16, classes=sets.classes
+    )
+    v2 = task.eval_datasets()["v2"]
+    labels = sorted({v2[i][1] for i in range(len(v2))})
+    assert labels == [0, 1, 2] and v2[0][0].shape == (3, 16, 16) and v2[0][0].dtype == torch.uint8
+    write_folder(tmp_path / "v2b", ["0", "1", "2", "10"], per_class=1)  # string sort would give 0, 1, 10, 2
+    scrambled = task._wrap(tmp_path / "v2b", False)
+    by_folder = {path.parent.name: label for path, label in scrambled.dataset.samples}
+    assert by_folder == {"0": 0, "1": 1, "2": 2, "10": 10}
+    assert sorted(scrambled[i][1] for i in range(4)) == [0, 1, 2, 10]
+    train_item = task.train_dataset()[0]
+    assert train_item[0].shape == (3, 16, 16) and train_item[2] == 1
+    xb, _ = task.collate()([task.train_dataset()[i] for i in range(4)])
+    assert xb.shape == (4, 3, 16, 16)
+
+
+def test_stability_study_smoke_and_rule(tmp_path) -> None:
+    config = smoke()
+    config.out, config.study = str(tmp_path), "stability"
+    config.stability.steps = 6
+    doc = experiment.run(config)
+    assert (tmp_path / "deit3" / "stability" / "results.json").exists()
+    assert {r["name"] for r in doc["rows"]} == {"layerscale", "no_layerscale"}
+    assert all(r["metrics"]["diverged"] in (0.0, 1.0) for r in doc["rows"])
+
+    def rows(ls: list[tuple[float, float]], no: list[tuple[float, float]]) -> list[dict]:
+        out = []
+        for seed, ((d1, t1), (d2, t2)) in enumerate(zip(ls, no)):
+            out.append({"name": "layerscale", "seed": seed, "metrics": {"diverged": d1, "top1": t1}})
+            out.append({"name": "no_layerscale", "seed": seed, "metrics": {"diverged": d2, "top1": t2}})
+        return out
+
+    v = experiment.stability_verdict
+    assert v(rows([(0, 0.5), (0, 0.5)], [(1, 0.1), (0, 0.5)])) == "supported"
+    assert v(rows([(1, 0.1), (0, 0.5)], [(0, 0.5), (0, 0.5)])) == "not supported"
+    assert v(rows([(0, 0.6), (0, 0.7)], [(0, 0.5), (0, 0.5)])) == "supported"
+    assert v(rows([(0, 0.5), (0, 0.5)], [(0, 0.5), (0, 0.5)])) == "inconclusive"
