@@ -205,7 +205,9 @@ def _print_summary(document: dict[str, Any], folder: Path) -> None:
     if primary and primary in document.get("summary", {}):
         for row, stats in document["summary"][primary].items():
             print(f"  {row:<28} {primary} = {stats['mean']:.4f} ± {stats['std']:.4f}")
-    print(f"  wrote {folder / 'results.json'} in {document['wall_s']:.1f} s")
+    written = sorted(folder.rglob("results.json"), key=lambda path: path.stat().st_mtime)
+    where = written[-1] if written else folder
+    print(f"  wrote {where} in {document['wall_s']:.1f} s")
 
 
 def cmd_reproduce(args: list[str]) -> int:
