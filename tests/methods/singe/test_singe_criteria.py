@@ -1,0 +1,221 @@
+"""Fidelity tests of the SInGE criterion (spec §7: completeness, Taylor at K = 1, gate 0 = removal, BN folding)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn import functional as F
+
+from frugalvision.methods.singe import functional as fn
+from frugalvision.methods.singe import pruning as P
+from frugalvision.nn import cifar_resnet
+
+torch.set_num_threads(1)
+
+
+def _resnet8(width: int = 8, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = cifar_resnet(8, width, 1, 10)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+def _data(n: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def _specs(model: nn.Module, example: torch.Tensor) -> tuple[tp.DependencyGraph, dict[str, fn.GroupSpec]]:
+    graph = P.build_graph(model, example)
+    groups = P.graph_groups(graph, P.default_ignored(model))
+    return graph, {s.root: s for s in (P.group_spec(graph, g) for g in groups)}
+
+
+def test_path_points_weights_sum_to_one_and_rules() -> None:
+    for rule in ("trapezoid", "midpoint", "right"):
+        points, weights = fn.path_points(4, rule)
+        assert weights.sum().item() == pytest.approx(1.0)
+        assert points.min() >= 0 and points.max() <= 1
+    points, weights = fn.path_points(2, "trapezoid")
+    assert points.tolist() == [0.0, 0.5, 1.0] and weights.tolist() == [0.25, 0.5, 0.25]
+
+
+def test_completeness_closed_form_quadratic() -> None:
+    """Linear net + MSE: L(g) is quadratic, so the trapezoid integral is exact for every K."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3)).eval()
+    spec = fn.GroupSpec(root="0", size=4, producers={"0": fn.IndexMap(torch.arange(4), torch.arange(4))})
+    x, y = torch.randn(32, 5), torch.randn(32, 3)
+    batches = [(x[:20], y[:20]), (x[20:], y[20:])]
+    loss = F.mse_loss
+    ones = torch.ones(4, dtype=torch.float64)
+    intact = fn.loss_with_gate(model, spec, ones, batches, loss)
+    for steps in (1, 2, 5):
+        neuron = fn.integrate_group(model, spec, batches, loss, steps=steps, scope="neuron")
+        for c in range(4):
+            gate = ones.clone()
+            gate[c] = 0
+            removed = fn.loss_with_gate(model, spec, gate, batches, loss)
+            assert neuron.ig_signed[c].item() == pytest.approx(removed - intact, abs=1e-6)
+        layer = fn.integrate_group(model, spec, batches, loss, steps=steps, scope="layer")
+        off = fn.loss_with_gate(model, spec, torch.zeros(4, dtype=torch.float64), batches, loss)
+        assert layer.ig_signed.sum().item() == pytest.approx(off - intact, abs=1e-6)
+
+
+def test_completeness_resnet_error_shrinks_with_k() -> None:
+    model = _resnet8()
+    x, y = _data()
+    batches = [(x, y)]
+    graph, specs = _specs(model, x[:2])
+    folded = P.fold_batchnorms_of(model, graph)
+    spec = specs["stem.0"]  # residual-stream group
+    ones = torch.ones(spec.size, dtype=torch.float64)
+    intact = fn.loss_with_gate(folded, spec, ones, batches, F.cross_entropy)
+    gate = ones.clone()
+    gate[0] = 0
+    target = fn.loss_with_gate(folded, spec, gate, batches, F.cross_entropy) - intact
+    errors = []
+    for steps in (8, 32, 256):
+        result = fn.integrate_group(folded, spec, batches, F.cross_entropy, steps=steps, scope="neuron", channels=[0])
+        errors.append(abs(result.ig_signed[0].item() - target))
+        # per-weight completeness: the integrated gradients of a channel's weights sum to −S_A
+        assert result.ig_weight_sum[0].item() == pytest.approx(-result.ig_signed[0].item(), abs=1e-9)
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-2 * abs(target)
+    off = fn.loss_with_gate(folded, spec, torch.zeros_like(ones), batches, F.cross_entropy) - intact
+    layer = fn.integrate_group(folded, spec, batches, F.cross_entropy, steps=256, scope="layer")
+    assert abs(layer.ig_signed.sum().item() - off) < 1e-2 * abs(off)
+
+
+def _chain() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, bias=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ).eval()
+
+
+def test_k1_right_rule_equals_torch_pruning_taylor() -> None:
+    model = _chain()
+    x, y = torch.randn(8, 1, 10, 10), torch.randint(0, 3, (8,))
+    graph = P.build_graph(model, x[:1])
+    groups = P.graph_groups(graph, [model[6]])
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    plain = tp.importance.GroupTaylorImportance(group_reduction="first", normalizer=None)
+    multi = tp.importance.GroupTaylorImportance(group_reduction="first", normalizer=None, multivariable=True)
+    expected = {graph._module2name[g[0].dep.target.module]: (plain(g), multi(g)) for g in groups}
+    model.zero_grad(set_to_none=True)
+    settings = P.CriterionSettings(steps=1, rule="right", p=1)
+    gate = P.CriterionSettings(steps=1, rule="right", p=1, granularity="gate")
+    for criterion in ("ig_norm", "taylor_path"):
+        scores = P.compute_scores(model, x[:1], criterion, [(x, y)], settings).scores
+        for root, (reference, _) in expected.items():
+            torch.testing.assert_close(scores[root].float(), reference, rtol=1e-5, atol=1e-8)
+    scores = P.compute_scores(model, x[:1], "taylor_path", [(x, y)], gate).scores
+    for root, (_, reference) in expected.items():
+        torch.testing.assert_close(scores[root].float(), reference, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("root", ["layers.1.conv1", "stem.0"])
+def test_gate_zero_equals_torch_pruning_removal(root: str) -> None:
+    model = _resnet8()
+    x, _ = _data()
+    _, specs = _specs(model, x[:2])
+    removed = [1, 3, 4]
+    gate = torch.ones(specs[root].size)
+    gate[removed] = 0
+    handles = fn.install_gates(model, specs[root], gate)
+    with torch.no_grad():
+        gated = model(x)
+    for handle in handles:
+        handle.remove()
+    pruned = copy.deepcopy(model)
+    graph = P.build_graph(pruned, x[:2])
+    module = pruned.get_submodule(root)
+    graph.get_pruning_group(module, tp.prune_conv_out_channels, removed).prune()
+    assert pruned.get_submodule(root).out_channels == specs[root].size - len(removed)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), gated, atol=1e-5, rtol=1e-5)
+
+
+def test_bn_folding_matches_eval_logits_and_torch_fusion() -> None:
+    model = _resnet8()
+    x, _ = _data()
+    folded = P.fold_batchnorms_of(model, example_inputs=x[:2])
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    reference = torch.nn.utils.fusion.fuse_conv_bn_eval(model.layers[0].conv1, model.layers[0].bn1)
+    torch.testing.assert_close(folded.layers[0].conv1.weight, reference.weight)
+    torch.testing.assert_close(folded.layers[0].conv1.bias, reference.bias)
+
+
+def test_oracle_equals_brute_force_pruning() -> None:
+    model = _resnet8()
+    x, y = _data()
+    scores = P.compute_scores(model, x[:2], "oracle", [(x, y)]).scores
+    with torch.no_grad():
+        intact = F.cross_entropy(model(x), y).item()
+    for root in ("layers.0.conv1", "stem.0"):
+        for c in range(0, 8, 3):
+            pruned = copy.deepcopy(model)
+            graph = P.build_graph(pruned, x[:2])
+            graph.get_pruning_group(pruned.get_submodule(root), tp.prune_conv_out_channels, [c]).prune()
+            with torch.no_grad():
+                loss = F.cross_entropy(pruned(x), y).item()
+            assert scores[root][c].item() == pytest.approx(loss - intact, abs=1e-5)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_magnitude_selects_same_channels_as_torch_pruning(p: int) -> None:
+    model = _resnet8(width=16)
+    x, y = _data()
+    graph, specs = _specs(model, x[:2])
+    ours = P.compute_scores(model, x[:2], f"l{p}", [(x, y)]).scores
+    bn_ours = P.compute_scores(model, x[:2], "bn_scale", [(x, y)]).scores
+    reference = tp.importance.GroupMagnitudeImportance(p=p, group_reduction="mean", normalizer=None)
+    bn_reference = tp.importance.BNScaleImportance(normalizer=None)
+    for group in P.graph_groups(graph, P.default_ignored(model)):
+        root = graph._module2name[group[0].dep.target.module]
+        expected = reference(group).double()
+        torch.testing.assert_close(ours[root], expected, rtol=1e-5, atol=1e-7)
+        k = specs[root].size // 3
+        assert set(torch.argsort(ours[root])[:k].tolist()) == set(torch.argsort(expected)[:k].tolist())
+        torch.testing.assert_close(bn_ours[root], bn_reference(group).double(), rtol=1e-5, atol=1e-7)
+
+
+def test_scores_fp32_eval_mode_deterministic_and_no_grad_left() -> None:
+    model = _resnet8()
+    x, y = _data()
+    settings = P.CriterionSettings(steps=2)
+    reference = P.compute_scores(model, x[:2], "ig_norm", [(x, y)], settings).scores
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = P.compute_scores(model, x[:2], "ig_norm", [(x, y)], settings).scores
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    perm = torch.randperm(len(x))
+    shuffled = P.compute_scores(
+        model, x[:2], "ig_norm", [(x[perm][:7], y[perm][:7]), (x[perm][7:], y[perm][7:])], settings
+    ).scores
+    for root in reference:
+        torch.testing.assert_close(again[root], reference[root], rtol=0, atol=0)
+        torch.testing.assert_close(shuffled[root], reference[root], rtol=1e-5, atol=1e-9)
+    P.compute_scores(model, x[:2], "taylor_tp", [(x, y)])
+    assert all(p.grad is None for p in model.parameters())

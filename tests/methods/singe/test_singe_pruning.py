@@ -1,0 +1,140 @@
+"""Torch-Pruning plumbing, MAC targets, the entwined schedule and the pruned-model round trip (spec §7.8-11)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from frugalvision.engine import Engine, FabricConfig
+from frugalvision.methods.singe import pruning as P
+from frugalvision.methods.singe import task as T
+from frugalvision.nn import cifar_resnet
+
+torch.set_num_threads(1)
+
+
+def _model(width: int = 8) -> nn.Module:
+    torch.manual_seed(0)
+    return cifar_resnet(8, width, 1, 10).eval()
+
+
+def _data(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    return torch.randn(n, 1, 16, 16, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def test_importance_returns_one_score_per_channel_and_pruner_shrinks_layers() -> None:
+    model = _model()
+    x, y = _data()
+    importance = P.SInGEImportance("ig_norm", P.CriterionSettings(steps=2))
+    importance.precompute(model, x[:2], [(x, y)])
+    graph = P.build_graph(model, x[:2])
+    for group in P.graph_groups(graph, P.default_ignored(model)):
+        scores = importance(group)
+        assert scores is not None and scores.shape == (len(group[0].idxs),)
+    pruner = tp.pruner.BasePruner(
+        model, x[:2], importance=importance, pruning_ratio=0.5, ignored_layers=P.default_ignored(model)
+    )
+    pruner.step()
+    assert model.layers[2].conv1.out_channels == 16 and model.stem[0].out_channels == 4
+    assert model(x).shape == (16, 10)
+
+
+def test_local_pruning_hits_mac_target_and_gives_same_shapes_for_all_criteria() -> None:
+    model = _model(width=16)
+    x, y = _data()
+    cache = T.RatioCache(model, x[:1])
+    shapes = []
+    for criterion in ("l1", "random", "taylor_path"):
+        run = T.prune_and_finetune(
+            None,
+            model,
+            x[:1],
+            criterion,
+            [(x, y)],
+            0.5,
+            1,
+            None,
+            T.FinetuneSettings(steps=0),
+            P.CriterionSettings(steps=1),
+            ratios=cache,
+        )
+        macs, _ = P.count_macs_params(run.model, x[:1])
+        assert macs <= 0.5 * cache.dense_macs
+        assert macs >= 0.49 * cache.dense_macs
+        shapes.append({k: tuple(v.shape) for k, v in run.model.state_dict().items()})
+    assert shapes[0] == shapes[1] == shapes[2]
+
+
+def test_entwined_and_oneshot_share_budget_lr_and_save_reload(tmp_path) -> None:  # noqa: ANN001
+    model = _model()
+    x, y = _data(64)
+    train = TensorDataset(x, y)
+    engine = Engine(FabricConfig(accelerator="cpu", devices="1"), progress=False)
+    settings = T.FinetuneSettings(steps=6, batch_size=8, lr=0.05)
+    cache = T.RatioCache(model, x[:1])
+    runs = {}
+    for rounds in (1, 2):
+        runs[rounds] = T.prune_and_finetune(
+            engine,
+            model,
+            x[:1],
+            "taylor_path",
+            [(x[:16], y[:16])],
+            0.5,
+            rounds,
+            train,
+            settings,
+            P.CriterionSettings(steps=1),
+            ratios=cache,
+        )
+    assert len(runs[1].lrs) == len(runs[2].lrs) == 6
+    assert runs[1].lrs == pytest.approx(runs[2].lrs)
+    assert runs[1].lrs[0] == pytest.approx(0.05) and runs[1].lrs[-1] < runs[1].lrs[1]
+    assert len(runs[2].rounds) == 2 and runs[2].rounds[0]["macs_frac"] > runs[2].rounds[1]["macs_frac"]
+    shapes = {k: v.shape for k, v in runs[1].model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in runs[2].model.state_dict().items()}
+
+    pruned = runs[2].model.eval()
+    plan = P.PruningPlan(
+        "cifar_resnet", {"depth": 8, "width": 8, "in_chans": 1, "num_classes": 10}, [1, 1, 16, 16], runs[2].history
+    )
+    folder = P.save_pruned(pruned, plan, tmp_path / "pruned")
+    assert json.loads((folder / P.PLAN_NAME).read_text())["history"]
+    reloaded = P.load_pruned(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), pruned(x), rtol=0, atol=0)
+
+
+def test_stream_order_continues_across_slices() -> None:
+    whole = T.stream_order(10, 3, seed=4, offset_steps=0)
+    full = torch.cat([whole(e, 0) for e in range(4)])
+    sliced = T.stream_order(10, 3, seed=4, offset_steps=5)
+    assert torch.equal(torch.cat([sliced(e, 0) for e in range(2)]), full[15 : 15 + 18])
+
+
+def test_speed_ratio_needs_a_physically_pruned_model() -> None:
+    from frugalvision.methods.singe.measure import speed_ratio
+
+    dense = _model()
+    x, _ = _data(4)
+    with pytest.raises(ValueError):
+        speed_ratio(dense, dense, x, repeats=1, number=1)
+    pruned = T.prune_and_finetune(None, dense, x[:1], "l1", [], 0.5, 1, None, T.FinetuneSettings(steps=0)).model
+    measured = speed_ratio(dense, pruned, x, repeats=1, number=1)
+    assert measured["latency_ratio"] > 0 and measured["dense_ms"] > 0
+
+
+def test_lr_restarts_keep_the_data_stream_and_restart_the_cosine() -> None:
+    model = _model()
+    x, y = _data(64)
+    engine = Engine(FabricConfig(accelerator="cpu", devices="1"), progress=False)
+    settings = T.FinetuneSettings(steps=6, batch_size=8, lr=0.05, restart=True)
+    run = T.prune_and_finetune(engine, model, x[:1], "l1", [], 0.5, 2, TensorDataset(x, y), settings)
+    assert run.lrs[0] == pytest.approx(0.05) and run.lrs[3] == pytest.approx(0.05)
+    assert run.lrs[:3] == pytest.approx(run.lrs[3:])
