@@ -1,0 +1,136 @@
+"""View-transform cost vs number of image tokens and BEV queries: LaRa's latent bottleneck vs dense attention.
+
+LaRa's encoder costs O(tokens × latents) and its decoder O(queries × latents); a dense BEV-query cross-attention
+costs O(queries × tokens). We time the view transform alone (tokens → BEV features, batch 1, eval mode) on random
+tokens for several camera counts, image sizes and grid sizes, and measure its peak memory (CUDA allocator when on a
+GPU, else the replay of the CPU profiler's allocation events).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from frugalvision.methods.lara.geometry import BevGrid
+from frugalvision.methods.lara.model import DenseQueryAttention, LaRa, ModelConfig
+
+
+class _ViewTransform(nn.Module):
+    """tokens (B, T, D) → BEV features (B, M, query_dim) of an arm (the camera CNN and BEV head excluded)."""
+
+    def __init__(self, arm: LaRa) -> None:
+        super().__init__()
+        self.arm = arm
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        queries = self.arm.query_mlp(self.arm.coords)
+        if isinstance(self.arm, DenseQueryAttention):
+            return self.arm.decoder(tokens, queries)
+        return self.arm.decoder(self.arm.latent_encoder(tokens), queries)
+
+
+def _median_ms(fn: Any, runs: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(runs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _peak_mib(fn: Any) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+@torch.no_grad()
+def view_transform_costs(
+    cameras: tuple[int, ...] = (1, 2, 4, 6),
+    image_sizes: tuple[tuple[int, int], ...] = ((32, 64), (64, 128)),
+    grid_sizes: tuple[int, ...] = (32, 64),
+    config: ModelConfig | None = None,
+    runs: int = 5,
+) -> list[dict[str, Any]]:
+    """Latency (ms) and peak memory (MiB) of the LaRa and dense view transforms per setting.
+
+    Returns:
+        One dict per (grid, cameras, image size): tokens, queries, both latencies and memories, and their ratios.
+    """
+    config = config or ModelConfig()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for side in grid_sizes:
+        grid = BevGrid(-side / 2, side / 2, -side / 2, side / 2, 1.0)
+        torch.manual_seed(0)
+        arms = {name: _ViewTransform(cls(config, grid)).to(device).eval()
+                for name, cls in (("lara", LaRa), ("dense", DenseQueryAttention))}
+        for n in cameras:
+            for height, width in image_sizes:
+                tokens = n * (height // config.feature_stride) * (width // config.feature_stride)
+                x = torch.randn(1, tokens, config.feature_dim + config.ray_dim, device=device)
+                row: dict[str, Any] = {"grid": side, "cameras": n, "image": f"{height}x{width}", "tokens": tokens,
+                                       "queries": side * side}
+                for name, module in arms.items():
+                    row[f"{name}_ms"] = _median_ms(lambda module=module, x=x: module(x), runs)
+                    row[f"{name}_mib"] = _peak_mib(lambda module=module, x=x: module(x))
+                row["dense_over_lara_ms"] = row["dense_ms"] / row["lara_ms"]
+                row["dense_over_lara_mib"] = row["dense_mib"] / max(row["lara_mib"], 1e-9)
+                rows.append(row)
+    return rows
+
+
+def _slope(rows: list[dict[str, Any]], key: str) -> float:
+    """Least-squares slope of ``key`` against tokens (per 1,000 tokens)."""
+    xs = [r["tokens"] / 1000 for r in rows]
+    ys = [r[key] for r in rows]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
+
+
+def benchmark(out_dir: Path, quick: bool = False) -> dict[str, Any]:
+    """Run :func:`view_transform_costs` and summarise how each arm's memory grows with tokens per grid size.
+
+    Args:
+        out_dir: folder for ``lara_benchmark.json``.
+        quick: two camera counts, one image size, one grid (for tests).
+    """
+    import json
+
+    kwargs: dict[str, Any] = {"cameras": (1, 6), "image_sizes": ((32, 64),), "grid_sizes": (32,), "runs": 2} \
+        if quick else {}
+    config = replace(ModelConfig(), attn_impl="math")  # materialised score matrices: what dense attention costs
+    rows = view_transform_costs(config=config, **kwargs)
+    summary: dict[str, Any] = {"device": "cuda" if torch.cuda.is_available() else "cpu",
+                               "threads": torch.get_num_threads(), "attn_impl": "math", "rows": rows, "slopes": {}}
+    for side in sorted({r["grid"] for r in rows}):
+        sub = [r for r in rows if r["grid"] == side]
+        summary["slopes"][f"grid{side}"] = {f"{key}_per_1k_tokens": _slope(sub, key)
+                                            for key in ("lara_ms", "dense_ms", "lara_mib", "dense_mib")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "lara_benchmark.json").write_text(json.dumps(summary, indent=1))
+    return summary
