@@ -93,6 +93,8 @@ def test_console_script_runs_the_smoke_baseline_and_reports(tmp_path):
             "--no-progress",
             "--loop.max-steps",
             "10",
+            "--threads",
+            "1",
         ],
         capture_output=True,
         text=True,
