@@ -154,7 +154,8 @@ def test_greedy_matches_brute_force_on_recorded_accuracies(trial):
     scores = [rng.choice([0.70, 0.72, 0.75, 0.75, 0.8]) for _ in range(n)]  # ties in individual scores
     table = {
         frozenset(s): rng.choice([0.70, 0.72, 0.74, 0.76])  # coarse values: many ties in merged scores
-        for k in range(1, n + 1) for s in itertools.combinations(range(n), k)
+        for k in range(1, n + 1)
+        for s in itertools.combinations(range(n), k)
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -29,7 +29,7 @@ def _domains(n_domains: int = 2, per: int = 30):
     train, val = [], []
     for d in range(n_domains):
         labels = torch.arange(per) % 3
-        images = (torch.rand(per, 1, 8, 8, generator=generator) * 80 + labels.view(-1, 1, 1, 1) * 60 + d * 10)
+        images = torch.rand(per, 1, 8, 8, generator=generator) * 80 + labels.view(-1, 1, 1, 1) * 60 + d * 10
         dataset = ArrayDataset(ImageArrays(images.to(torch.uint8), labels, list("abc"), f"d{d}"))
         split = domain_splits([per], d)[0]
         train.append(Subset(dataset, split.train.tolist()))
@@ -77,8 +77,18 @@ def test_linear_probe_runs_exactly_the_configured_steps_on_the_head_only(engine,
 
 def test_best_checkpoint_is_the_weights_at_the_best_validation_step(engine):
     train, val = _domains()
-    task = CountingTask(_net, train, val, per_domain=4, max_steps=12, init_state=_init_state(), lr=3e-2,
-                        select_every=3, dropout=0.1, ma_start=5)
+    task = CountingTask(
+        _net,
+        train,
+        val,
+        per_domain=4,
+        max_steps=12,
+        init_state=_init_state(),
+        lr=3e-2,
+        select_every=3,
+        dropout=0.1,
+        ma_start=5,
+    )
     record = train_member(engine, task, "m", seed=1, run_dir=None)
     steps = [s for s, _ in task.val_history]
     assert steps == [3, 6, 9, 12]
@@ -96,8 +106,19 @@ def test_killed_member_resumes_to_the_same_result(engine, tmp_path):
     train, val = _domains()
 
     def task():
-        return CountingTask(_net, train, val, per_domain=4, max_steps=16, init_state=_init_state(), lr=3e-2,
-                            select_every=4, dropout=0.5, ma_start=2, ckpt_every=5)
+        return CountingTask(
+            _net,
+            train,
+            val,
+            per_domain=4,
+            max_steps=16,
+            init_state=_init_state(),
+            lr=3e-2,
+            select_every=4,
+            dropout=0.5,
+            ma_start=2,
+            ckpt_every=5,
+        )
 
     reference = train_member(engine, task(), "ref", seed=3, run_dir=tmp_path / "ref")
     crashing = task()
@@ -171,11 +192,16 @@ def test_verdict_rule_on_crafted_rows():
     def rows(diwa, erm, control=0.05):
         out = []
         for seed, (d, e) in enumerate(zip(diwa, erm)):
-            out += [{"name": "diwa_uniform_M5", "seed": seed, "metrics": {"ood_acc": d}},
-                    {"name": "diwa_restricted_M5", "seed": seed, "metrics": {"ood_acc": d - 0.01}},
-                    {"name": "erm_best_M5", "seed": seed, "metrics": {"ood_acc": e}},
-                    {"name": "control_random_inits", "seed": seed,
-                     "metrics": {"ood_acc": control, "worst_member_ood_acc": 0.4}}]
+            out += [
+                {"name": "diwa_uniform_M5", "seed": seed, "metrics": {"ood_acc": d}},
+                {"name": "diwa_restricted_M5", "seed": seed, "metrics": {"ood_acc": d - 0.01}},
+                {"name": "erm_best_M5", "seed": seed, "metrics": {"ood_acc": e}},
+                {
+                    "name": "control_random_inits",
+                    "seed": seed,
+                    "metrics": {"ood_acc": control, "worst_member_ood_acc": 0.4},
+                },
+            ]
         return out
 
     assert compute_verdict(rows([0.5, 0.5, 0.4], [0.45, 0.45, 0.45]), 5, [0, 1, 2]) == "supported"

@@ -85,6 +85,7 @@ def smoke() -> BaselineConfig:
     """Seconds: scikit-learn digits (8x8), one seed, 60 steps."""
     return BaselineConfig(
         preset="smoke",
+        threads=1,
         seeds=(0,),
         dataset="digits",
         train_size=1000,
@@ -101,8 +102,12 @@ def smoke() -> BaselineConfig:
 
 
 def standard() -> BaselineConfig:
-    """Minutes on 2 CPU cores: Fashion-MNIST 12k/2k/5k, 3 seeds, 400 steps per model."""
-    return BaselineConfig(preset="standard")
+    """Minutes on 2 CPU cores: Fashion-MNIST 12k/2k/5k, 3 seeds, 400 steps per model.
+
+    One torch thread: these models are too small to gain from more, and spinning OpenMP threads on a busy 2-core
+    machine slow them down by an order of magnitude.
+    """
+    return BaselineConfig(preset="standard", threads=1)
 
 
 def paper() -> BaselineConfig:
