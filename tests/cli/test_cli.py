@@ -92,7 +92,7 @@ def test_console_script_runs_the_smoke_baseline_and_reports(tmp_path):
             str(out),
             "--no-progress",
             "--loop.max-steps",
-            "10",
+            "20",
             "--threads",
             "1",
         ],

@@ -84,7 +84,7 @@ def test_torchrun_two_processes_run_the_baseline_smoke(tmp_path):
         "cpu",
         "--no-progress",
         "--loop.max-steps",
-        "10",
+        "20",
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
