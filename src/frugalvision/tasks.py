@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from frugalvision.engine import LoopConfig, Task
-from frugalvision.metrics import ece
+from frugalvision.metrics import ece, nll, top1
 
 
 class SupervisedClassification(Task):
@@ -68,8 +68,4 @@ class SupervisedClassification(Task):
     def eval_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         """Top-1, NLL and ECE over a whole evaluation set."""
         logits, targets = outputs["logits"], outputs["targets"]
-        return {
-            "top1": (logits.argmax(-1) == targets).float().mean().item(),
-            "nll": nn.functional.cross_entropy(logits, targets).item(),
-            "ece": ece(logits, targets),
-        }
+        return {"top1": top1(logits, targets), "nll": nll(logits, targets), "ece": ece(logits, targets)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,8 +121,3 @@ class LoopConfig:
             )
         if self.schedule not in {"cosine", "constant"}:
             raise ConfigError(f"loop.schedule={self.schedule!r} is invalid; use cosine or constant")
-
-
-def replace(config: object, **changes: object) -> object:
-    """Return a copy of a dataclass config with some fields changed (a typed ``dataclasses.replace``)."""
-    return dataclasses.replace(config, **changes)  # type: ignore[type-var]

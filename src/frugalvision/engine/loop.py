@@ -308,9 +308,10 @@ class Engine:
                 is_last = micro == loop.grad_accum - 1
                 with fabric.no_backward_sync(model, enabled=not is_last and self.world_size > 1):
                     loss, step_logs = task.training_step(model, batch, step)
-                    self._check_finite(loss, step, ckpt_root, logger, history)
+                    loss_value = loss.detach().item()  # the one device sync of the micro-step
+                    self._check_finite(loss_value, step, ckpt_root, logger, history)
                     fabric.backward(loss / loop.grad_accum)
-                loss_sum += loss.detach().item() / loop.grad_accum
+                loss_sum += loss_value / loop.grad_accum
                 for key, value in step_logs.items():
                     logs[key] = logs.get(key, 0.0) + float(value) / loop.grad_accum
             if loop.clip_grad_norm > 0:
@@ -430,16 +431,17 @@ class Engine:
 
     def _check_finite(
         self,
-        loss: torch.Tensor,
+        loss_value: float,
         step: int,
         ckpt_root: Path | None,
         logger: RunLogger | None,
         history: list[dict[str, float]],
     ) -> None:
-        bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=self.fabric.device)
-        if self.world_size > 1:
-            bad = self.fabric.all_reduce(bad, reduce_op="sum")
-        if bad.item() > 0:
+        bad = not math.isfinite(loss_value)
+        if self.world_size > 1:  # every rank must stop together, or the others hang in the next collective
+            flag = torch.tensor(float(bad), device=self.fabric.device)
+            bad = self.fabric.all_reduce(flag, reduce_op="sum").item() > 0
+        if bad:
             self._diverged(f"loss is not finite at step {step}", ckpt_root, logger, history)
 
     def _diverged(

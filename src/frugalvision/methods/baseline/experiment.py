@@ -22,7 +22,7 @@ from frugalvision.errors import ConfigError
 from frugalvision.experiment import RunConfig, apply_threads
 from frugalvision.nn import cifar_resnet, small_vit
 from frugalvision.registry import get_method
-from frugalvision.report import bar_plot, line_plot, make_results, write_results
+from frugalvision.report import bar_plot, line_plot, make_results, summarize, write_results
 from frugalvision.tasks import SupervisedClassification
 
 METHOD = "baseline"
@@ -230,12 +230,10 @@ def run(config: BaselineConfig) -> dict[str, Any]:
                 stacked = torch.tensor(complete)
                 series[name] = (stacked.mean(0).tolist(), stacked.std(0, unbiased=False).tolist())
         figures.append(line_plot(out_dir / "train_loss.png", steps, series, "step", "training loss", "ERM training"))
-        provisional = make_results(
-            METHOD, get_method(METHOD).paper, config.preset, source, CLAIM, rows, "inconclusive", "", 0.0
-        )
-        bar_plot(out_dir / "test_top1.png", provisional["summary"], "test_top1", "test top-1 by model")
+        summary = summarize(rows)
+        bar_plot(out_dir / "test_top1.png", summary, "test_top1", "test top-1 by model")
         figures.append(out_dir / "test_top1.png")
-        verdict, rule = verdict_for(provisional["summary"]["test_top1"], 1.0 / train.num_classes)
+        verdict, rule = verdict_for(summary["test_top1"], 1.0 / train.num_classes)
         document = make_results(
             METHOD,
             get_method(METHOD).paper,
