@@ -10,7 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from frugalvision.engine import Engine, FabricConfig, LoopConfig, Task, load_weights, save_weights
+from frugalvision.engine import (
+    Engine,
+    FabricConfig,
+    LoopConfig,
+    Task,
+    all_gather_with_grad,
+    load_weights,
+    rank_and_world_size,
+    save_weights,
+)
 
 pytestmark = pytest.mark.distributed
 
@@ -93,3 +102,46 @@ def test_torchrun_two_processes_run_the_baseline_smoke(tmp_path):
     document = json.loads(results[0].read_text())
     assert document["method"] == "baseline" and document["rows"]
     assert "2 process(es)" in document["notes"]
+
+
+class BatchCoupledTask(RegressionTask):
+    """A loss that couples samples (variance of the batch embeddings), optionally over the gathered global batch."""
+
+    def __init__(self, gather: bool):
+        super().__init__()
+        self.gather = gather
+
+    def training_step(self, model, batch, step):
+        inputs, _ = batch
+        embeddings = model(inputs)
+        if self.gather:
+            embeddings = all_gather_with_grad(embeddings)
+        return embeddings.var(dim=0).sum() - embeddings.mean(dim=0).pow(2).sum(), {}
+
+
+def _train_coupled(engine: Engine, out_dir: str, batch_size: int) -> None:
+    for gather in (True, False):
+        result = engine.fit(BatchCoupledTask(gather), LoopConfig(max_steps=4, batch_size=batch_size, lr=0.05, seed=5))
+        name = f"gather{int(gather)}_rank{engine.rank}.safetensors"
+        save_weights(result.model.state_dict(), Path(out_dir) / name)
+
+
+def test_all_gather_with_grad_makes_a_batch_coupled_loss_match_one_process(tmp_path):
+    ddp = Engine(FabricConfig(accelerator="cpu", devices="2", strategy="ddp_spawn"), progress=False)
+    ddp.launch(_train_coupled, str(tmp_path), 4)
+    single = Engine(FabricConfig(accelerator="cpu"), progress=False)
+    reference = BatchCoupledTask(gather=True)
+    result = single.fit(reference, LoopConfig(max_steps=4, batch_size=8, lr=0.05, seed=5))
+    expected = result.model.state_dict()
+    gathered = load_weights(tmp_path / "gather1_rank0.safetensors")
+    local = load_weights(tmp_path / "gather0_rank0.safetensors")
+    for key in expected:
+        torch.testing.assert_close(gathered[key], expected[key], rtol=1e-5, atol=1e-6)
+    # Without the gather, each rank's loss only sees half the batch: the runs must differ (the test can fail).
+    assert any(not torch.allclose(local[key], expected[key], atol=1e-4) for key in expected)
+
+
+def test_all_gather_with_grad_is_the_identity_in_one_process():
+    tensor = torch.randn(3, 2, requires_grad=True)
+    assert all_gather_with_grad(tensor) is tensor
+    assert rank_and_world_size() == (0, 1)

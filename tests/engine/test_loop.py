@@ -121,3 +121,19 @@ def test_evaluation_matches_a_direct_loop_on_an_odd_sized_set():
     with torch.no_grad():
         expected = (model(task.x).argmax(-1) == task.y).float().mean().item()
     assert metrics["top1"] == pytest.approx(expected)
+
+
+def test_on_evaluate_sees_each_periodic_and_the_final_evaluation_of_the_ema_model():
+    class Recording(ToyTask):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def on_evaluate(self, model, step, metrics):
+            self.calls.append((step, metrics["val"]["top1"], model))
+
+    task = Recording()
+    result = _engine().fit(task, LoopConfig(max_steps=10, batch_size=16, lr=0.05, eval_every=4, ema_decay=0.9))
+    assert [step for step, _, _ in task.calls] == [4, 8, 10]
+    assert task.calls[-1][1] == result.metrics["val"]["top1"]
+    assert all(model is result.ema_model for _, _, model in task.calls)

@@ -9,6 +9,7 @@ from frugalvision.engine.checkpoint import (
     save_weights,
 )
 from frugalvision.engine.config import FabricConfig, LoopConfig
+from frugalvision.engine.distributed import all_gather_with_grad, rank_and_world_size
 from frugalvision.engine.ema import WeightEma
 from frugalvision.engine.loop import Engine, FitResult, Task, default_optimizer
 from frugalvision.engine.sampler import GlobalBatchSampler, shuffled_order
@@ -23,11 +24,13 @@ __all__ = [
     "LoopConfig",
     "Task",
     "WeightEma",
+    "all_gather_with_grad",
     "default_optimizer",
     "derive_seed",
     "latest_checkpoint",
     "load_checkpoint",
     "load_weights",
+    "rank_and_world_size",
     "safe_torch_load",
     "save_checkpoint",
     "save_weights",

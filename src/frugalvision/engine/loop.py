@@ -79,6 +79,15 @@ class Task:
     def on_step_end(self, model: nn.Module, step: int) -> None:
         """Hook after each optimiser step (the model is the unwrapped module)."""
 
+    def on_evaluate(self, model: nn.Module, step: int, metrics: dict[str, dict[str, float]]) -> None:
+        """Hook after each periodic evaluation and the final one, on every rank (e.g. to keep the best weights).
+
+        Args:
+            model: the evaluated module (the EMA copy when EMA is on), unwrapped from Fabric.
+            step: optimiser steps done.
+            metrics: ``{eval set: {metric: value}}``, identical on every rank.
+        """
+
     def state_dict(self) -> dict[str, Any]:
         """State the task keeps outside the model and optimiser (tensors and plain types), saved in checkpoints."""
         return {}
@@ -335,10 +344,10 @@ class Engine:
             bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if loop.eval_every and step % loop.eval_every == 0 and step < loop.max_steps:
-                metrics = self.evaluate(
-                    task, ema.module if ema is not None else model, batch_size=loop.eval_batch_size or loop.batch_size
-                )
+                evaluated = ema.module if ema is not None else model
+                metrics = self.evaluate(task, evaluated, batch_size=loop.eval_batch_size or loop.batch_size)
                 self._log_eval(metrics, step, history, logger)
+                task.on_evaluate(self._unwrap(evaluated), step, metrics)
                 model.train()
             if ckpt_root is not None and ((loop.ckpt_every and step % loop.ckpt_every == 0) or step == loop.max_steps):
                 extra = {
@@ -354,6 +363,7 @@ class Engine:
         final_model = ema.module if ema is not None else model
         metrics = self.evaluate(task, final_model, batch_size=loop.eval_batch_size or loop.batch_size)
         self._log_eval(metrics, step, history, logger)
+        task.on_evaluate(self._unwrap(final_model), step, metrics)
         if logger is not None:
             logger.write(history)
             logger.close()
