@@ -26,7 +26,7 @@ import tyro
 
 from frugalvision.config_io import config_from_dict, read_config_file, save_config
 from frugalvision.errors import ConfigError, FrugalError
-from frugalvision.registry import METHODS, available_methods, get_method
+from frugalvision.registry import CORE_PRESETS, METHODS, available_methods, get_method
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ class ReproduceArgs:
     """Run every available experiment and render the report.
 
     Attributes:
-        preset: preset of every experiment.
+        preset: preset of every experiment (an extra preset runs only the methods that define it).
         methods: methods to run (default: all available).
         out: output root.
         seeds: override the seeds of every experiment (default: each preset's own).
@@ -214,8 +214,11 @@ def cmd_reproduce(args: list[str]) -> int:
     """``frugal reproduce``: every available experiment, then the report."""
     options = parse_args(ReproduceArgs, args, "frugal reproduce")
     methods = list(options.methods) or available_methods()
-    for method in methods:
-        get_method(method).load()
+    modules = {method: get_method(method).load() for method in methods}
+    if options.preset not in CORE_PRESETS:  # an extra preset runs only where a method defines it
+        methods = [method for method in methods if options.preset in modules[method].PRESETS]
+        if not methods:
+            raise ConfigError(f"no experiment defines preset '{options.preset}'; use one of {', '.join(CORE_PRESETS)}")
     start = time.perf_counter()
     for method in methods:
         extra = ["--preset", options.preset, "--out", options.out]

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from frugalvision.engine.config import FabricConfig
 from frugalvision.errors import ConfigError
-
-PresetName = Literal["smoke", "standard", "paper"]
 
 
 @dataclass
@@ -19,7 +16,7 @@ class RunConfig:
     """Fields every experiment config has (method configs subclass this).
 
     Attributes:
-        preset: which preset these values came from ("smoke", "standard", "paper").
+        preset: which preset these values came from: "smoke", "standard", "paper" or an extra preset of the method.
         out: root folder of the outputs; the method writes ``<out>/<method>/results.json``.
         seeds: seeds to repeat the experiment with.
         dataset: dataset source name, or "auto" for the best one found offline.
@@ -32,7 +29,7 @@ class RunConfig:
         fabric: where to run.
     """
 
-    preset: PresetName = "standard"
+    preset: str = "standard"
     out: str = "runs"
     seeds: tuple[int, ...] = (0, 1, 2)
     dataset: str = "auto"
@@ -46,6 +43,8 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ConfigError on an invalid value (subclasses extend this)."""
+        if not self.preset:
+            raise ConfigError("preset is empty; use smoke, standard, paper or an extra preset of the method")
         if not self.seeds:
             raise ConfigError("seeds is empty; pass at least one seed, e.g. --seeds 0 1 2")
         if self.data_root is not None and not Path(self.data_root).exists():

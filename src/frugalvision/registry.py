@@ -3,7 +3,8 @@
 A method becomes runnable when ``frugalvision.methods.<name>.experiment`` exists; that module defines
 
 - ``CONFIG_CLASS``: the dataclass config (subclass of :class:`frugalvision.experiment.RunConfig`),
-- ``PRESETS``: ``{"smoke" | "standard" | "paper": () -> config}``,
+- ``PRESETS``: ``{name: () -> config}`` with at least "smoke", "standard" and "paper" (extra names allowed, e.g.
+  a second paper setting),
 - ``run(config) -> dict``: runs the experiment and returns the results document it wrote,
 - optionally ``STUDIES`` (e.g. ``("variants",)``) and ``benchmark(out_dir) -> dict``.
 """
@@ -17,6 +18,8 @@ from types import ModuleType
 from typing import Literal
 
 from frugalvision.errors import ConfigError
+
+CORE_PRESETS = ("smoke", "standard", "paper")
 
 
 @dataclass(frozen=True)

@@ -345,7 +345,9 @@ class Engine:
             bar.update(1)
             if loop.eval_every and step % loop.eval_every == 0 and step < loop.max_steps:
                 evaluated = ema.module if ema is not None else model
-                metrics = self.evaluate(task, evaluated, batch_size=loop.eval_batch_size or loop.batch_size)
+                metrics = self.evaluate(
+                    task, evaluated, batch_size=loop.eval_batch_size or loop.batch_size, num_workers=loop.num_workers
+                )
                 self._log_eval(metrics, step, history, logger)
                 task.on_evaluate(self._unwrap(evaluated), step, metrics)
                 model.train()
@@ -361,7 +363,9 @@ class Engine:
                     logger.write(history)
         bar.close()
         final_model = ema.module if ema is not None else model
-        metrics = self.evaluate(task, final_model, batch_size=loop.eval_batch_size or loop.batch_size)
+        metrics = self.evaluate(
+            task, final_model, batch_size=loop.eval_batch_size or loop.batch_size, num_workers=loop.num_workers
+        )
         self._log_eval(metrics, step, history, logger)
         task.on_evaluate(self._unwrap(final_model), step, metrics)
         if logger is not None:
@@ -380,9 +384,21 @@ class Engine:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(
-        self, task: Task, model: nn.Module, datasets: Mapping[str, Dataset] | None = None, batch_size: int = 256
+        self,
+        task: Task,
+        model: nn.Module,
+        datasets: Mapping[str, Dataset] | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
     ) -> dict[str, dict[str, float]]:
         """Evaluate ``model`` on each dataset; each rank takes a disjoint shard, outputs are gathered, then scored.
+
+        Args:
+            task: supplies the evaluation sets (unless ``datasets`` is given), collate, eval step and metrics.
+            model: the module to evaluate.
+            datasets: named sets to use instead of ``task.eval_datasets()``.
+            batch_size: per-rank evaluation batch size.
+            num_workers: DataLoader worker processes (``fit`` passes ``loop.num_workers``).
 
         Returns:
             ``{dataset name: {metric: value}}``; identical on every rank.
@@ -401,7 +417,11 @@ class Engine:
             true_length = len(indices)
             indices += [indices[-1] if indices else 0] * (per_rank - true_length)
             loader = DataLoader(
-                Subset(dataset, indices), batch_size=batch_size, shuffle=False, collate_fn=task.collate()
+                Subset(dataset, indices),
+                batch_size=batch_size,
+                shuffle=False,
+                collate_fn=task.collate(),
+                num_workers=num_workers,
             )
             collected: dict[str, list[torch.Tensor]] = {}
             for batch in loader:
