@@ -7,7 +7,7 @@ import pytest
 from frugalvision.cli import build_config, main
 from frugalvision.config_io import config_from_dict, config_to_dict, read_config_file, save_config
 from frugalvision.errors import ConfigError
-from frugalvision.registry import METHODS, available_methods, get_method
+from frugalvision.registry import CORE_PRESETS, METHODS, available_methods, get_method
 
 PAPERS = {"deit3", "perceiver", "mimo", "scimix", "singe", "diwa", "muhdi", "tfood", "vicha", "lara"}
 
@@ -53,15 +53,21 @@ def test_planned_method_says_so(capsys):
 
 
 @pytest.mark.parametrize("method", available_methods())
-@pytest.mark.parametrize("preset", ["smoke", "standard", "paper"])
-def test_every_preset_round_trips_through_yaml(tmp_path, method, preset):
+def test_every_preset_round_trips_through_yaml(tmp_path, method):
     module = get_method(method).load()
-    config = module.PRESETS[preset]()
-    assert isinstance(config, module.CONFIG_CLASS) and config.preset == preset
-    path = save_config(config, tmp_path / "config.yaml")
-    assert config_from_dict(type(config), read_config_file(path)) == config
-    if preset == "smoke":  # smoke presets need no dataset root, so they also replay through the CLI parser
-        assert build_config(method, ["--config", str(path)]) == config
+    assert set(CORE_PRESETS) <= set(module.PRESETS)
+    for preset, make in module.PRESETS.items():
+        config = make()
+        assert isinstance(config, module.CONFIG_CLASS) and config.preset == preset
+        path = save_config(config, tmp_path / f"{preset}.yaml")
+        assert config_from_dict(type(config), read_config_file(path)) == config
+        if preset == "smoke":  # smoke presets need no dataset root, so they also replay through the CLI parser
+            assert build_config(method, ["--config", str(path)]) == config
+
+
+def test_reproduce_with_a_preset_no_method_defines_is_one_line(capsys):
+    assert main(["reproduce", "--preset", "gigantic", "--out", "/tmp/unused"]) == 2
+    assert "no experiment defines preset 'gigantic'" in capsys.readouterr().err
 
 
 def test_overrides_reach_nested_fields():
