@@ -24,8 +24,10 @@ def main() -> None:
     print("MACs kept  params kept  latency ratio b1  latency ratio b64")
     for row in table["rows"]:
         assert row["params_frac"] < 1.0, "the pruned model did not shrink"
-        print(f"{row['macs_frac']:9.3f}  {row['params_frac']:11.3f}  {row['latency_ratio_b1']:16.3f}  "
-              f"{row['latency_ratio_b64']:17.3f}")
+        print(
+            f"{row['macs_frac']:9.3f}  {row['params_frac']:11.3f}  {row['latency_ratio_b1']:16.3f}  "
+            f"{row['latency_ratio_b64']:17.3f}"
+        )
     print(f"wrote {Path(args.out) / 'singe_latency.json'}")
 
 

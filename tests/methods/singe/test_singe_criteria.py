@@ -219,3 +219,84 @@ def test_scores_fp32_eval_mode_deterministic_and_no_grad_left() -> None:
         torch.testing.assert_close(shuffled[root], reference[root], rtol=1e-5, atol=1e-9)
     P.compute_scores(model, x[:2], "taylor_tp", [(x, y)])
     assert all(p.grad is None for p in model.parameters())
+
+
+def _variation_brute_force(
+    folded: nn.Module, spec: fn.GroupSpec, x: torch.Tensor, y: torch.Tensor, steps: int, rule: str, scope: str, p: float
+) -> torch.Tensor:
+    """Σ_k ω_k ‖∇_{φ_c} L(μ_k) − ∇_{φ_c} L(1)‖_p by editing the weights of a copy, one point and channel at a time."""
+    points, weights = fn.path_points(steps, rule)  # type: ignore[arg-type]
+
+    def channel_grads(gate: torch.Tensor) -> dict[int, torch.Tensor]:
+        model = copy.deepcopy(folded)
+        params = []
+        with torch.no_grad():
+            for name, imap in spec.producers.items():
+                module = model.get_submodule(name)
+                for c, index in zip(imap.root.tolist(), imap.index.tolist(), strict=True):
+                    module.weight[index] *= float(gate[c])
+                    module.bias[index] *= float(gate[c])
+                params += [module.weight, module.bias]
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+        out: dict[int, list[torch.Tensor]] = {}
+        for k, imap in enumerate(spec.producers.values()):
+            gw, gb = grads[2 * k], grads[2 * k + 1]
+            for c, index in zip(imap.root.tolist(), imap.index.tolist(), strict=True):
+                out.setdefault(c, []).extend([gw[index].flatten(), gb[index].view(1)])
+        return {c: torch.cat(parts).double() for c, parts in out.items()}
+
+    ones = torch.ones(spec.size)
+    reference = channel_grads(ones)
+    scores = torch.zeros(spec.size, dtype=torch.float64)
+    for mu, omega in zip(points.tolist(), weights.tolist(), strict=True):
+        layer_grads = channel_grads(ones * mu) if scope == "layer" else None
+        for c in range(spec.size):
+            if layer_grads is None:
+                gate = ones.clone()
+                gate[c] = mu
+                grads = channel_grads(gate)[c]
+            else:
+                grads = layer_grads[c]
+            scores[c] += omega * (grads - reference[c]).abs().pow(p).sum().pow(1.0 / p)
+    return scores
+
+
+@pytest.mark.parametrize(
+    ("root", "scope", "rule", "p"),
+    [("stem.0", "layer", "trapezoid", 1.0), ("layers.1.conv1", "neuron", "midpoint", 2.0)],
+)
+def test_gradient_variation_equals_brute_force_loop(root: str, scope: str, rule: str, p: float) -> None:
+    model = _resnet8(width=4)
+    x, y = _data(8)
+    graph, specs = _specs(model, x[:2])
+    folded = P.fold_batchnorms_of(model, graph)
+    spec = specs[root]
+    result = fn.integrate_group(folded, spec, [(x, y)], F.cross_entropy, steps=3, rule=rule, scope=scope, p=p)  # type: ignore[arg-type]
+    expected = _variation_brute_force(folded, spec, x, y, 3, rule, scope, p)
+    torch.testing.assert_close(result.ig_variation, expected, rtol=1e-4, atol=1e-9)
+    assert (result.ig_variation > 0).all()
+    variants, _, _ = P.compute_path_variants(
+        model, x[:2], [(x, y)], P.CriterionSettings(steps=3, rule=rule, scope=scope, p=p)
+    )
+    torch.testing.assert_close(variants["ig_variation"][root], expected, rtol=1e-4, atol=1e-9)
+
+
+def test_torch_pruning_group_criteria_are_the_shipped_classes() -> None:
+    model = _resnet8()
+    x, _ = _data()
+    graph = P.build_graph(model, x[:1])
+    groups = P.graph_groups(graph, P.default_ignored(model))
+    for criterion, importance in (
+        ("fpgm_tp", tp.importance.FPGMImportance(p=2, normalizer=None)),
+        ("magnitude_tp", tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)),
+        ("lamp_tp", tp.importance.LAMPImportance(p=2)),
+    ):
+        scores = P.compute_scores(model, x[:1], criterion, []).scores
+        for group in groups:
+            root = graph._module2name[group[0].dep.target.module]
+            torch.testing.assert_close(scores[root].float(), importance(group).float())
+    # magnitude_tp (TP's class) and our group L2 rank the channels identically
+    ours = P.compute_scores(model, x[:1], "l2", []).scores
+    tp_scores = P.compute_scores(model, x[:1], "magnitude_tp", []).scores
+    for root in ours:
+        assert torch.equal(torch.argsort(ours[root]), torch.argsort(tp_scores[root]))

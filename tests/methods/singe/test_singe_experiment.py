@@ -27,13 +27,17 @@ def test_classify_and_verdict_rule() -> None:
 
 
 def test_presets_validate_and_bad_fields_raise() -> None:
-    assert set(experiment.PRESETS) == {"smoke", "standard", "paper"} and experiment.STUDIES == ("variants",)
+    assert set(experiment.PRESETS) == {"smoke", "standard", "paper", "paper_cifar10"} and experiment.STUDIES == ("variants",)
     for make in experiment.PRESETS.values():
         make().validate()
     for change in (
         {"depth": 9},
         {"targets": (1.2,)},
         {"e2_criteria": ("l1",)},
+        {"e2_target": 0.4},
+        {"sparse_steps": 10_000},
+        {"arch": "vgg"},
+        {"pretrained": "weights.pth"},
         {"e1_criteria": ("magic",)},
         {"study_criteria": ("ig_norm/gate/layer",)},
     ):
@@ -71,10 +75,12 @@ def test_tiny_end_to_end_run_writes_results_and_a_loadable_model(tmp_path) -> No
         calibration=32,
         singe=C.SingeCriterion(steps=1),
         targets=(0.5,),
-        e1_criteria=("l1", "singe", "oracle"),
+        e1_criteria=("l1", "singe", "oracle", "fpgm_tp"),
         k_ablation=(1,),
+        e2_targets=(0.5,),
         rounds=2,
         finetune_steps=4,
+        sparse_steps=2,
         finetune_batch=16,
         latency_threads=1,
         progress=False,
@@ -83,7 +89,15 @@ def test_tiny_end_to_end_run_writes_results_and_a_loadable_model(tmp_path) -> No
     doc = experiment.run(config)
     assert doc["verdict"] in ("supported", "not supported", "inconclusive")
     names = {row["name"] for row in doc["rows"]}
-    assert {"dense", "E1 singe @0.50", "E2 singe entwined", "E2 l1 oneshot", "E3 latency singe entwined"} <= names
+    assert {
+        "dense",
+        "E1 singe @0.50",
+        "E1 fpgm_tp @0.50",
+        "E2 singe entwined @0.50",
+        "E2 l1 oneshot @0.50",
+        "E2 group_sparse oneshot @0.50",
+        "E3 latency singe entwined @0.50",
+    } <= names
     saved = json.loads((tmp_path / "singe" / "results.json").read_text())
     assert saved["method"] == "singe" and saved["seeds"] == 2
     for row in saved["rows"]:

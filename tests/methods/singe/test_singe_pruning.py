@@ -138,3 +138,32 @@ def test_lr_restarts_keep_the_data_stream_and_restart_the_cosine() -> None:
     run = T.prune_and_finetune(engine, model, x[:1], "l1", [], 0.5, 2, TensorDataset(x, y), settings)
     assert run.lrs[0] == pytest.approx(0.05) and run.lrs[3] == pytest.approx(0.05)
     assert run.lrs[:3] == pytest.approx(run.lrs[3:])
+
+
+def test_group_sparse_baseline_uses_group_norm_pruner_within_the_same_budget(monkeypatch) -> None:  # noqa: ANN001
+    model = _model()
+    x, y = _data(64)
+    train = TensorDataset(x, y)
+    engine = Engine(FabricConfig(accelerator="cpu", devices="1"), progress=False)
+    settings = T.FinetuneSettings(steps=6, batch_size=8, lr=0.05)
+    cache = T.RatioCache(model, x[:1])
+    calls = []
+    original = tp.pruner.GroupNormPruner.regularize
+
+    def counting(self, module, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(module)
+        return original(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(tp.pruner.GroupNormPruner, "regularize", counting)
+    runs = {
+        reg: T.sparse_then_prune(engine, model, x[:1], 0.5, train, settings, 2, reg, ratios=cache) for reg in (0.0, 0.5)
+    }
+    assert len(calls) == 4  # once per sparse step, before the optimiser step
+    oneshot = T.prune_and_finetune(engine, model, x[:1], "l2", [], 0.5, 1, train, settings, ratios=cache)
+    for run in runs.values():
+        assert run.lrs == pytest.approx(oneshot.lrs)  # same steps, same LR trajectory
+        assert {k: v.shape for k, v in run.model.state_dict().items()} == {
+            k: v.shape for k, v in oneshot.model.state_dict().items()
+        }
+    weights = [run.model.layers[0].conv1.weight for run in runs.values()]
+    assert not torch.allclose(weights[0], weights[1])  # the regulariser changed the training

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from frugalvision.errors import ConfigError
 from frugalvision.experiment import RunConfig
 
-CRITERIA = ("random", "l1", "l2", "bn_scale", "taylor_tp", "ig_norm", "taylor_path", "ig_signed", "oracle")
+CRITERIA = (
+    "random",
+    "l1",
+    "l2",
+    "bn_scale",
+    "taylor_tp",
+    "magnitude_tp",
+    "fpgm_tp",
+    "lamp_tp",
+    "ig_norm",
+    "taylor_path",
+    "ig_signed",
+    "ig_variation",
+    "oracle",
+)
+PATH_CRITERIA = ("ig_norm", "taylor_path", "ig_signed", "ig_variation")
 
 
 @dataclass
 class SingeCriterion:
     """The SInGE criterion (all OUR reading; defaults frozen by the standard variant study, see the README).
 
-    Chosen: ig_norm, weight granularity, layer scope, K = 8, trapezoid, p = 1 (best validation top-1 after BN
-    re-estimation).
+    Chosen: taylor_path, gate granularity, layer scope, K = 8, trapezoid (best mean validation top-1 after BN
+    re-estimation in the variant study of the current standard preset; the earlier preset had chosen ig_norm).
 
     Attributes:
-        criterion: "ig_norm" (norm of per-weight integrated gradients) or "taylor_path" (Taylor averaged on the path).
+        criterion: "ig_norm" (norm of per-weight integrated gradients), "taylor_path" (Taylor averaged on the path),
+            "ig_signed" (signed gate integral) or "ig_variation" (the literal reading: integral over the path of
+            the norm of the gradient's variation from the intact network, Σ_k ω_k ‖G_c(μ_k) − G_c(1)‖_p).
         granularity: "weight" (folded producer weights) or "gate" (one scalar per channel).
         scope: "layer" (the whole group moves along the path) or "neuron" (one channel at a time).
         steps: K quadrature intervals.
@@ -26,8 +44,8 @@ class SingeCriterion:
         p: norm (1 or 2).
     """
 
-    criterion: str = "ig_norm"
-    granularity: str = "weight"
+    criterion: str = "taylor_path"
+    granularity: str = "gate"
     scope: str = "layer"
     steps: int = 8
     rule: str = "trapezoid"
@@ -35,12 +53,14 @@ class SingeCriterion:
 
     def validate(self) -> None:
         """Raise ConfigError on an invalid value."""
-        if self.criterion not in ("ig_norm", "taylor_path", "ig_signed"):
-            raise ConfigError(f"singe.criterion={self.criterion!r} is invalid; use ig_norm, taylor_path or ig_signed")
+        if self.criterion not in PATH_CRITERIA:
+            raise ConfigError(f"singe.criterion={self.criterion!r} is invalid; use one of {', '.join(PATH_CRITERIA)}")
         if self.granularity not in ("weight", "gate"):
             raise ConfigError(f"singe.granularity={self.granularity!r} is invalid; use weight or gate")
-        if self.criterion == "ig_norm" and self.granularity == "gate":
-            raise ConfigError("singe.criterion=ig_norm needs singe.granularity=weight; use taylor_path for gates")
+        if self.criterion in ("ig_norm", "ig_variation") and self.granularity == "gate":
+            raise ConfigError(
+                f"singe.criterion={self.criterion} needs singe.granularity=weight; use taylor_path for gates"
+            )
         if self.scope not in ("layer", "neuron"):
             raise ConfigError(f"singe.scope={self.scope!r} is invalid; use layer or neuron")
         if self.steps < 1:
@@ -57,6 +77,12 @@ class SingeConfig(RunConfig):
 
     Attributes:
         singe: the SInGE criterion.
+        arch: "cifar_resnet" (CIFAR ResNet-(6n+2), ``depth``/``width``) or "resnet50" (torchvision, built offline).
+        pretrained: local safetensors state dict of the dense model (e.g. ImageNet ResNet-50 weights converted with
+            ``runner.convert_checkpoint``); None trains the dense model here.
+        image_size: model input size (0: the source's native size; ImageNet: 224); in-memory sources are resized.
+        resize_size: ImageNet evaluation resize before the centre crop (0: image_size / 0.875).
+        num_workers: DataLoader workers of the training loops.
         depth: CIFAR ResNet depth (6n+2).
         width: first-stage width.
         train_size: training images per seed (stratified subset of the training file).
@@ -70,8 +96,12 @@ class SingeConfig(RunConfig):
         targets: MAC fractions kept in E1 (criterion quality without fine-tuning).
         e1_criteria: E1 rows ("singe" is the configured SInGE criterion).
         k_ablation: K values of the ablation (E1 at the first target); empty disables.
-        e2_target: MAC fraction kept in E2 (fine-tuning at equal budget).
+        e2_targets: MAC fractions kept in E2 (fine-tuning at equal budget).
+        e2_target: the E2 target the verdict uses (one of ``e2_targets``).
         e2_criteria: E2 criteria (each run one-shot and entwined).
+        sparse_steps: steps of group-sparse training (Torch-Pruning ``GroupNormPruner``) before the DepGraph
+            baseline prunes, taken out of the same ``finetune_steps`` budget; 0 drops that row.
+        sparse_reg: ``GroupNormPruner`` regularisation coefficient.
         rounds: entwined rounds T.
         finetune_steps: total fine-tuning steps F (same for every schedule).
         finetune_batch: fine-tuning batch size.
@@ -79,6 +109,10 @@ class SingeConfig(RunConfig):
         lr_restarts: variant: a cosine per entwined round instead of one over F (not the default).
         latency: measure CPU latency of the pruned vs dense model (E3).
         latency_threads: torch threads of the latency measurement.
+        latency_batches: batch sizes of the latency measurement.
+        latency_size: input side of the latency measurement (0: the training input size). Latency depends on the
+            architecture only, so a fully convolutional model can be timed at a larger resolution than it was
+            trained at.
         study_criteria: variant study candidates as "criterion/granularity/scope".
         study_steps: K values of the variant study.
         study_targets: MAC fractions of the variant study.
@@ -87,6 +121,11 @@ class SingeConfig(RunConfig):
     """
 
     singe: SingeCriterion = field(default_factory=SingeCriterion)
+    arch: str = "cifar_resnet"
+    pretrained: str | None = None
+    image_size: int = 0
+    resize_size: int = 0
+    num_workers: int = 0
     depth: int = 8
     width: int = 16
     train_size: int = 12000
@@ -97,11 +136,14 @@ class SingeConfig(RunConfig):
     dense_batch: int = 128
     dense_lr: float = 0.1
     calibration: int = 256
-    targets: tuple[float, ...] = (0.5, 0.35)
+    targets: tuple[float, ...] = (0.7, 0.5, 0.3)
     e1_criteria: tuple[str, ...] = ("random", "l1", "l2", "bn_scale", "taylor_tp", "singe", "taylor_path", "oracle")
     k_ablation: tuple[int, ...] = (1, 4, 8, 16, 32)
+    e2_targets: tuple[float, ...] = (0.7, 0.5, 0.3)
     e2_target: float = 0.5
     e2_criteria: tuple[str, ...] = ("l1", "taylor_tp", "singe")
+    sparse_steps: int = 50
+    sparse_reg: float = 5e-4
     rounds: int = 5
     finetune_steps: int = 150
     finetune_batch: int = 64
@@ -109,7 +151,14 @@ class SingeConfig(RunConfig):
     lr_restarts: bool = False
     latency: bool = True
     latency_threads: int = 2
-    study_criteria: tuple[str, ...] = ("ig_norm/weight/layer", "taylor_path/weight/layer", "taylor_path/gate/layer")
+    latency_batches: tuple[int, ...] = (1, 64)
+    latency_size: int = 0
+    study_criteria: tuple[str, ...] = (
+        "ig_norm/weight/layer",
+        "taylor_path/weight/layer",
+        "taylor_path/gate/layer",
+        "ig_variation/weight/layer",
+    )
     study_steps: tuple[int, ...] = (1, 4, 8, 16)
     study_targets: tuple[float, ...] = (0.5, 0.35)
     study_metric: str = "val_top1_bn_recal"
@@ -118,10 +167,31 @@ class SingeConfig(RunConfig):
         """Raise ConfigError naming the field and the fix."""
         super().validate()
         self.singe.validate()
+        if self.arch not in ("cifar_resnet", "resnet50"):
+            raise ConfigError(f"arch={self.arch!r} is invalid; use cifar_resnet or resnet50")
+        if self.dataset == "imagenet" and self.arch != "resnet50":
+            raise ConfigError("dataset=imagenet needs --arch resnet50")
+        if self.pretrained is not None and not self.pretrained.endswith(".safetensors"):
+            raise ConfigError(
+                f"pretrained={self.pretrained!r} must be a .safetensors file (pickles are refused); "
+                "convert it with frugalvision.methods.singe.runner.convert_checkpoint"
+            )
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            raise ConfigError(f"pretrained={self.pretrained!r} does not exist; pass an existing safetensors file")
+        if min(self.image_size, self.resize_size, self.num_workers, self.latency_size) < 0:
+            raise ConfigError("image_size, resize_size, num_workers and latency_size must be >= 0")
         if (self.depth - 2) % 6 or self.depth < 8:
             raise ConfigError(f"depth={self.depth} is invalid; use 6n+2 (8, 20, 56, ...)")
-        for name in ("width", "train_size", "test_size", "dense_steps", "dense_batch", "calibration", "rounds",
-                     "finetune_batch"):
+        for name in (
+            "width",
+            "train_size",
+            "test_size",
+            "dense_steps",
+            "dense_batch",
+            "calibration",
+            "rounds",
+            "finetune_batch",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} is invalid; it must be a positive integer")
         if self.finetune_steps < 0:
@@ -129,8 +199,17 @@ class SingeConfig(RunConfig):
         for name in ("targets", "study_targets"):
             if not all(0.0 < t < 1.0 for t in getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)} is invalid; MAC fractions kept must be in (0, 1)")
-        if not 0.0 < self.e2_target < 1.0:
-            raise ConfigError(f"e2_target={self.e2_target} is invalid; use a MAC fraction in (0, 1)")
+        if not all(0.0 < t < 1.0 for t in self.e2_targets):
+            raise ConfigError(f"e2_targets={self.e2_targets} is invalid; MAC fractions kept must be in (0, 1)")
+        if self.e2_target not in self.e2_targets:
+            raise ConfigError(f"e2_target={self.e2_target} is not in e2_targets={self.e2_targets}; add it there")
+        if self.sparse_steps < 0 or self.sparse_steps > self.finetune_steps:
+            raise ConfigError(
+                f"sparse_steps={self.sparse_steps} is invalid; use 0..finetune_steps "
+                f"({self.finetune_steps}), it is part of the same budget"
+            )
+        if not self.latency_batches or min(self.latency_batches) < 1:
+            raise ConfigError(f"latency_batches={self.latency_batches} is invalid; use positive batch sizes")
         allowed = set(CRITERIA) | {"singe"}
         for name in ("e1_criteria", "e2_criteria"):
             bad = [c for c in getattr(self, name) if c not in allowed]
@@ -149,28 +228,134 @@ class SingeConfig(RunConfig):
             raise ConfigError("val_size must be > 0 for --study variants; pass --val-size 2000")
 
 
+# E1 rows of the standard preset (every baseline, both SInGE candidates, the literal reading, the oracle).
+E1_STANDARD = (
+    "random",
+    "l1",
+    "l2",
+    "bn_scale",
+    "taylor_tp",
+    "fpgm_tp",
+    "singe",
+    "taylor_path",
+    "ig_variation",
+    "oracle",
+)
+
+
 def smoke() -> SingeConfig:
     """Seconds: 2 seeds, width 8, 1,000 images, every row and code path exercised."""
     return SingeConfig(
-        preset="smoke", seeds=(0, 1), width=8, train_size=1000, val_size=300, test_size=500, dense_steps=40,
-        dense_batch=64, calibration=64, singe=SingeCriterion(steps=2), k_ablation=(1, 2), rounds=2, finetune_steps=20,
-        finetune_batch=32, study_steps=(1, 2), study_targets=(0.5,), latency_threads=1,
+        preset="smoke",
+        seeds=(0, 1),
+        width=8,
+        train_size=1000,
+        val_size=300,
+        test_size=500,
+        dense_steps=40,
+        dense_batch=64,
+        calibration=64,
+        singe=SingeCriterion(steps=2),
+        targets=(0.5,),
+        e1_criteria=E1_STANDARD,
+        k_ablation=(1, 2),
+        e2_targets=(0.5,),
+        rounds=2,
+        finetune_steps=20,
+        finetune_batch=32,
+        sparse_steps=6,
+        study_steps=(1, 2),
+        study_targets=(0.5,),
+        latency_threads=1,
     )
 
 
 def standard() -> SingeConfig:
-    """Minutes on a 2-core CPU: 3 seeds, ResNet-8 width 16, 6,000 Fashion-MNIST images (spec §6 shrunk, see README)."""
+    """Minutes on a 2-core CPU: 3 seeds, 30/50/70 % MACs removed, ResNet-8 width 16 on 14x14 Fashion-MNIST."""
     return SingeConfig(
-        preset="standard", train_size=6000, val_size=1000, test_size=1000, dense_steps=70, calibration=128,
-        singe=SingeCriterion(steps=8), k_ablation=(1, 4), rounds=4, finetune_steps=80, study_steps=(1, 4, 8),
+        preset="standard",
+        image_size=14,
+        train_size=4000,
+        val_size=1000,
+        test_size=1000,
+        dense_steps=90,
+        calibration=128,
+        singe=SingeCriterion(steps=8),
+        e1_criteria=E1_STANDARD,
+        k_ablation=(1, 4),
+        rounds=3,
+        finetune_steps=48,
+        sparse_steps=12,
+        study_steps=(1, 4, 8),
+        latency_threads=1,
+        latency_size=28,
     )
 
 
 def paper() -> SingeConfig:
-    """GPU scale: ResNet-56 on CIFAR-10 (binary release under --data-root), 2x MAC reduction, 100 fine-tune epochs."""
+    """GPU scale: ResNet-50 on ImageNet (ImageFolder under --data-root, dense weights via --pretrained), 50/30 % MACs.
+
+    Fine-tuning 30 epochs in total at batch 256 (150,000 steps; OURS), T = 8 entwined rounds, 10,000 calibration
+    images; the DepGraph baseline trains group-sparse for the first 30,000 of those steps. Without ``--pretrained``
+    the dense ResNet-50 is trained here first (90 epochs).
+    """
     return SingeConfig(
-        preset="paper", dataset="cifar10", depth=56, width=16, train_size=45000, val_size=5000, test_size=10000,
-        augment=True, dense_steps=70000, dense_batch=128, dense_lr=0.1, calibration=4096, targets=(0.5, 0.3),
-        e2_target=0.5, rounds=8, finetune_steps=35000, finetune_batch=128, finetune_lr=0.01, k_ablation=(1, 8, 32),
+        preset="paper",
+        dataset="imagenet",
+        arch="resnet50",
+        image_size=224,
+        resize_size=256,
+        train_size=1_281_167,
+        val_size=10000,
+        test_size=50000,
+        num_workers=8,
+        dense_steps=450_000,
+        dense_batch=256,
+        dense_lr=0.1,
+        calibration=10000,
+        targets=(0.5, 0.3),
+        e1_criteria=("random", "l1", "l2", "bn_scale", "taylor_tp", "fpgm_tp", "singe", "taylor_path"),
+        k_ablation=(1, 8),
+        e2_targets=(0.5, 0.3),
+        e2_target=0.5,
+        rounds=8,
+        finetune_steps=150_000,
+        finetune_batch=256,
+        finetune_lr=0.01,
+        sparse_steps=30_000,
+        latency_threads=8,
+        latency_batches=(1, 16),
+        study_targets=(0.5, 0.3),
+        threads=0,
+    )
+
+
+def paper_cifar10() -> SingeConfig:
+    """GPU scale, second benchmark: ResNet-56 on CIFAR-10 (binary release under --data-root), 2x MAC reduction.
+
+    An extra registry preset: ``frugal run singe --preset paper_cifar10 --data-root <dir>``.
+    """
+    return SingeConfig(
+        preset="paper_cifar10",
+        dataset="cifar10",
+        depth=56,
+        width=16,
+        train_size=45000,
+        val_size=5000,
+        test_size=10000,
+        augment=True,
+        dense_steps=70000,
+        dense_batch=128,
+        dense_lr=0.1,
+        calibration=4096,
+        targets=(0.5, 0.3),
+        e2_targets=(0.5, 0.3),
+        e2_target=0.5,
+        rounds=8,
+        finetune_steps=35000,
+        finetune_batch=128,
+        finetune_lr=0.01,
+        sparse_steps=7000,
+        k_ablation=(1, 8, 32),
         threads=0,
     )

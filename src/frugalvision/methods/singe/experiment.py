@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from frugalvision.methods.singe.config import SingeConfig, paper, smoke, standard
+from frugalvision.methods.singe.config import SingeConfig, paper, paper_cifar10, smoke, standard
 from frugalvision.methods.singe.runner import run
 
 CONFIG_CLASS = SingeConfig
-PRESETS = {"smoke": smoke, "standard": standard, "paper": paper}
+PRESETS = {"smoke": smoke, "standard": standard, "paper": paper, "paper_cifar10": paper_cifar10}
 STUDIES = ("variants",)
 
 

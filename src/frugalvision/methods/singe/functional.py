@@ -21,7 +21,7 @@ Scope = Literal["layer", "neuron"]
 Batches = Sequence[tuple[Tensor, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-CRITERIA = ("ig_norm", "taylor_path", "ig_signed", "oracle")
+CRITERIA = ("ig_norm", "taylor_path", "ig_signed", "ig_variation", "oracle")
 
 
 @dataclass
@@ -141,10 +141,14 @@ def install_gates(model: nn.Module, spec: GroupSpec, gate: Tensor, sites: dict[s
     for name, imap in (spec.sites if sites is None else sites).items():
         module = model.get_submodule(name)
 
-        def hook(_module: nn.Module, _inputs: object, output: Tensor, imap: IndexMap = imap) -> Tensor:
-            scale = torch.ones(output.shape[1], dtype=output.dtype, device=output.device)
+        last = isinstance(module, nn.Linear)  # Linear: channels last ([..., C]); conv/BN: channels at dim 1
+
+        def hook(
+            _module: nn.Module, _inputs: object, output: Tensor, imap: IndexMap = imap, last: bool = last
+        ) -> Tensor:
+            scale = torch.ones(output.shape[-1 if last else 1], dtype=output.dtype, device=output.device)
             scale = scale.index_put((imap.index.to(output.device),), gate.to(output)[imap.root.to(output.device)])
-            return output * scale.view(1, -1, *([1] * (output.ndim - 2)))
+            return output * (scale if last else scale.view(1, -1, *([1] * (output.ndim - 2))))
 
         handles.append(module.register_forward_hook(hook))
     return handles
@@ -161,6 +165,7 @@ class PathResult:
         taylor_path: Σ_k ω_k ‖μ_k φ_c ⊙ G_c(μ_k)‖_p, the Taylor criterion averaged along the path.
         taylor_path_gate: Σ_k ω_k |μ_k γ_c(μ_k)|.
         ig_weight_sum: Σ_i IG_{c,i} (completeness: equals −ig_signed).
+        ig_variation: Σ_k ω_k ‖G_c(μ_k) − G_c(1)‖_p, the literal "integral of the gradient variation" reading.
         passes: forward+backward passes over the calibration data.
     """
 
@@ -170,6 +175,7 @@ class PathResult:
     taylor_path_gate: Tensor
     ig_weight_sum: Tensor
     passes: int
+    ig_variation: Tensor | None = None
 
 
 def _producer_tensors(model: nn.Module, spec: GroupSpec) -> dict[str, tuple[Tensor, Tensor]]:
@@ -218,8 +224,17 @@ def scaled_loss_and_grads(
 
 
 def _channel_rows(tensor: Tensor, imap: IndexMap, size: int) -> Tensor:
-    """Gather the rows of each group channel into [size, row numel] (rows of channels listed twice are summed)."""
+    """Gather the rows of each group channel into [size, m × row numel].
+
+    A channel owning m rows of the module (an attention head: its ``head_dim`` v rows) gets them concatenated;
+    when channels own different numbers of rows, the rows of a channel are summed.
+    """
     rows = tensor.detach().reshape(tensor.shape[0], -1).double().cpu()
+    counts = torch.bincount(imap.root, minlength=size)
+    m = int(counts.max()) if len(counts) else 1
+    if m > 1 and bool((counts == m).all()):
+        order = torch.argsort(imap.root * len(imap.root) + torch.arange(len(imap.root)))
+        return rows[imap.index[order]].reshape(size, -1)
     out = torch.zeros(size, rows.shape[1], dtype=torch.float64)
     return out.index_add_(0, imap.root, rows[imap.index])
 
@@ -254,37 +269,59 @@ def integrate_group(
     """
     points, weights = path_points(steps, rule)
     params = _producer_tensors(model, spec)
-    phi = {n: (_channel_rows(w, spec.producers[n], spec.size), _channel_rows(b, spec.producers[n], spec.size))
-           for n, (w, b) in params.items()}
+    phi = {
+        n: (_channel_rows(w, spec.producers[n], spec.size), _channel_rows(b, spec.producers[n], spec.size))
+        for n, (w, b) in params.items()
+    }
     n = spec.size
     nan = torch.full((n,), float("nan"), dtype=torch.float64)
-    result = {key: nan.clone() for key in ("ig_signed", "ig_norm", "taylor_path", "taylor_path_gate", "ig_sum")}
+    keys = ("ig_signed", "ig_norm", "taylor_path", "taylor_path_gate", "ig_sum", "ig_variation")
+    result = {key: nan.clone() for key in keys}
     todo = [list(range(n))] if scope == "layer" else [[c] for c in (range(n) if channels is None else channels)]
-    passes = 0
+    # Gradient rows at the intact network (μ = 1 for every channel), the reference of the variation reading.
+    _, grads_one = scaled_loss_and_grads(model, spec, torch.ones(n, dtype=torch.float64), batches, loss_fn)
+    rows_one = {
+        name: (_channel_rows(gw, spec.producers[name], n), _channel_rows(gb.unsqueeze(1), spec.producers[name], n))
+        for name, (gw, gb) in grads_one.items()
+    }
+    passes = 1
     for chans in todo:
         idx = torch.tensor(chans)
         gamma_int = torch.zeros(n, dtype=torch.float64)
         taylor_gate = torch.zeros(n, dtype=torch.float64)
         taylor_w = torch.zeros(n, dtype=torch.float64)
+        variation = torch.zeros(n, dtype=torch.float64)
         grad_int = {name: (torch.zeros_like(pw), torch.zeros_like(pb)) for name, (pw, pb) in phi.items()}
         for mu, omega in zip(points.tolist(), weights.tolist(), strict=True):
-            gate = torch.ones(n, dtype=torch.float64)
-            gate[idx] = mu
-            _, grads = scaled_loss_and_grads(model, spec, gate, batches, loss_fn)
-            passes += 1
+            if mu == 1.0:
+                rows = rows_one
+            else:
+                gate = torch.ones(n, dtype=torch.float64)
+                gate[idx] = mu
+                _, grads = scaled_loss_and_grads(model, spec, gate, batches, loss_fn)
+                passes += 1
+                rows = {
+                    name: (
+                        _channel_rows(gw, spec.producers[name], n),
+                        _channel_rows(gb.unsqueeze(1), spec.producers[name], n),
+                    )
+                    for name, (gw, gb) in grads.items()
+                }
             gamma = torch.zeros(n, dtype=torch.float64)
             norm_p = torch.zeros(n, dtype=torch.float64)
-            for name, (gw, gb) in grads.items():
-                imap = spec.producers[name]
-                rw, rb = _channel_rows(gw, imap, n), _channel_rows(gb.unsqueeze(1), imap, n)
+            diff_p = torch.zeros(n, dtype=torch.float64)
+            for name, (rw, rb) in rows.items():
                 pw, pb = phi[name]
                 gamma += (pw * rw).sum(1) + (pb * rb).sum(1)
                 norm_p += (mu * pw * rw).abs().pow(p).sum(1) + (mu * pb * rb).abs().pow(p).sum(1)
+                ow, ob = rows_one[name]
+                diff_p += (rw - ow).abs().pow(p).sum(1) + (rb - ob).abs().pow(p).sum(1)
                 grad_int[name][0].add_(rw, alpha=omega)
                 grad_int[name][1].add_(rb, alpha=omega)
             gamma_int += omega * gamma
             taylor_gate += omega * (mu * gamma).abs()
             taylor_w += omega * norm_p.pow(1.0 / p)
+            variation += omega * diff_p.pow(1.0 / p)
         ig_p = torch.zeros(n, dtype=torch.float64)
         ig_sum = torch.zeros(n, dtype=torch.float64)
         for name, (iw, ib) in grad_int.items():
@@ -296,9 +333,15 @@ def integrate_group(
         result["taylor_path"][idx] = taylor_w[idx]
         result["taylor_path_gate"][idx] = taylor_gate[idx]
         result["ig_sum"][idx] = ig_sum[idx]
+        result["ig_variation"][idx] = variation[idx]
     return PathResult(
-        ig_signed=result["ig_signed"], ig_norm=result["ig_norm"], taylor_path=result["taylor_path"],
-        taylor_path_gate=result["taylor_path_gate"], ig_weight_sum=result["ig_sum"], passes=passes,
+        ig_signed=result["ig_signed"],
+        ig_norm=result["ig_norm"],
+        taylor_path=result["taylor_path"],
+        taylor_path_gate=result["taylor_path_gate"],
+        ig_weight_sum=result["ig_sum"],
+        passes=passes,
+        ig_variation=result["ig_variation"],
     )
 
 
@@ -362,4 +405,3 @@ def finite_or_raise(scores: Tensor, what: str) -> Tensor:
     if not torch.isfinite(scores).all():
         raise FloatingPointError(f"{what}: non-finite scores; check the model and the calibration data")
     return scores
-

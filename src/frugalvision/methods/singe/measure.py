@@ -46,5 +46,9 @@ def speed_ratio(
             out.append(timer.timeit(number).mean * 1e3)
     dense_ms, pruned_ms = statistics.median(times[0]), statistics.median(times[1])
     ratios = [p / d for d, p in zip(times[0], times[1], strict=True)]
-    return {"dense_ms": dense_ms, "pruned_ms": pruned_ms, "latency_ratio": pruned_ms / dense_ms,
-            "latency_ratio_paired_median": statistics.median(ratios)}
+    return {
+        "dense_ms": dense_ms,
+        "pruned_ms": pruned_ms,
+        "latency_ratio": pruned_ms / dense_ms,
+        "latency_ratio_paired_median": statistics.median(ratios),
+    }

@@ -23,9 +23,15 @@ from frugalvision.engine import load_weights, save_weights
 from frugalvision.methods.singe import functional as fn
 from frugalvision.methods.singe.functional import Batches, GroupSpec, IndexMap, LossFn
 
-BASELINES = ("random", "l1", "l2", "bn_scale", "taylor_tp")
+BASELINES = ("random", "l1", "l2", "bn_scale", "taylor_tp", "magnitude_tp", "fpgm_tp", "lamp_tp")
 ALL_CRITERIA = BASELINES + fn.CRITERIA
-PATH_VARIANTS = ("ig_norm", "taylor_path", "taylor_path_gate", "ig_signed")
+PATH_VARIANTS = ("ig_norm", "taylor_path", "taylor_path_gate", "ig_signed", "ig_variation")
+# Torch-Pruning's own group criteria, used as shipped (weight-only: no calibration data).
+TP_WEIGHT_CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
+    "magnitude_tp": lambda: tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer=None),
+    "fpgm_tp": lambda: tp.importance.FPGMImportance(p=2, group_reduction="mean", normalizer=None),
+    "lamp_tp": lambda: tp.importance.LAMPImportance(p=2, group_reduction="mean", normalizer="lamp"),
+}
 PLAN_NAME = "plan.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -138,8 +144,9 @@ def folded_producer_spec(spec: GroupSpec) -> dict[str, IndexMap]:
 
 
 # ---------------------------------------------------------------------------------------------- criteria
-def _taylor_tp(model: nn.Module, groups: Sequence[Any], specs: Sequence[GroupSpec], batches: Batches,
-               loss_fn: LossFn) -> dict[str, Tensor]:
+def _taylor_tp(
+    model: nn.Module, groups: Sequence[Any], specs: Sequence[GroupSpec], batches: Batches, loss_fn: LossFn
+) -> dict[str, Tensor]:
     model.zero_grad(set_to_none=True)
     total = sum(len(x) for x, _ in batches)
     for x, y in batches:
@@ -168,8 +175,10 @@ def compute_scores(
     Args:
         model: the network (its weights are not changed).
         example_inputs: an input batch for tracing.
-        criterion: one of ``ALL_CRITERIA``: random, l1, l2, bn_scale, taylor_tp (Torch-Pruning's Taylor), ig_norm,
-            taylor_path, ig_signed (the signed integral), oracle (exact leave-one-out loss change).
+        criterion: one of ``ALL_CRITERIA``: random, l1, l2, bn_scale, taylor_tp (Torch-Pruning's Taylor),
+            magnitude_tp / fpgm_tp / lamp_tp (Torch-Pruning's group L2, FPGM and LAMP classes), ig_norm,
+            taylor_path, ig_signed (the signed integral), ig_variation (integral of the gradient variation),
+            oracle (exact leave-one-out loss change).
         batches: calibration (inputs, targets) batches.
         settings: SInGE integration settings (ig_* and taylor_path).
         loss_fn: mean loss of (logits, targets).
@@ -197,6 +206,9 @@ def compute_scores(
             elif criterion in ("l1", "l2", "bn_scale"):
                 p = 2 if criterion == "l2" else 1
                 scores = {s.root: fn.magnitude_scores(model, s, p, criterion == "bn_scale") for s in specs}
+            elif criterion in TP_WEIGHT_CRITERIA:
+                importance = TP_WEIGHT_CRITERIA[criterion]()
+                scores = {s.root: importance(g).double().cpu() for g, s in zip(groups, specs, strict=True)}
             elif criterion == "taylor_tp":
                 scores = _taylor_tp(model, groups, specs, batches, loss_fn)
                 passes = 1
@@ -217,14 +229,28 @@ def compute_scores(
     return ScoreResult(scores=scores, seconds=time.perf_counter() - start, passes=passes)
 
 
-def _path_variants(model: nn.Module, graph: tp.DependencyGraph, specs: Sequence[GroupSpec], batches: Batches,
-                   settings: CriterionSettings, loss_fn: LossFn) -> tuple[dict[str, dict[str, Tensor]], int]:
+def _path_variants(
+    model: nn.Module,
+    graph: tp.DependencyGraph,
+    specs: Sequence[GroupSpec],
+    batches: Batches,
+    settings: CriterionSettings,
+    loss_fn: LossFn,
+) -> tuple[dict[str, dict[str, Tensor]], int]:
     folded = fold_batchnorms_of(model, graph)
     out: dict[str, dict[str, Tensor]] = {k: {} for k in PATH_VARIANTS}
     passes = 0
     for spec in specs:
-        result = fn.integrate_group(folded, spec, batches, loss_fn, steps=settings.steps, rule=settings.rule,  # type: ignore[arg-type]
-                                    scope=settings.scope, p=settings.p)  # type: ignore[arg-type]
+        result = fn.integrate_group(
+            folded,
+            spec,
+            batches,
+            loss_fn,
+            steps=settings.steps,
+            rule=settings.rule,  # type: ignore[arg-type]
+            scope=settings.scope,
+            p=settings.p,
+        )  # type: ignore[arg-type]
         passes += result.passes
         for key in PATH_VARIANTS:
             out[key][spec.root] = getattr(result, key)
@@ -262,8 +288,9 @@ def compute_path_variants(
     return variants, time.perf_counter() - start, passes
 
 
-def fold_batchnorms_of(model: nn.Module, graph: tp.DependencyGraph | None = None,
-                       example_inputs: Tensor | None = None) -> nn.Module:
+def fold_batchnorms_of(
+    model: nn.Module, graph: tp.DependencyGraph | None = None, example_inputs: Tensor | None = None
+) -> nn.Module:
     """Eval-mode copy of ``model`` with every conv→BN pair folded (see :func:`functional.fold_batchnorms`)."""
     if graph is None:
         if example_inputs is None:
@@ -284,16 +311,23 @@ class SInGEImportance(tp.importance.Importance):
         normalizer: None, or "mean" (divide by the group mean, for global ranking).
     """
 
-    def __init__(self, criterion: str = "ig_norm", settings: CriterionSettings | None = None,
-                 normalizer: str | None = None) -> None:
+    def __init__(
+        self, criterion: str = "ig_norm", settings: CriterionSettings | None = None, normalizer: str | None = None
+    ) -> None:
         self.criterion = criterion
         self.settings = settings or CriterionSettings()
         self.normalizer = normalizer
         self.result: ScoreResult | None = None
         self._names: dict[nn.Module, str] = {}
 
-    def precompute(self, model: nn.Module, example_inputs: Tensor, batches: Batches,
-                   loss_fn: LossFn = F.cross_entropy, ignored: Sequence[nn.Module] | None = None) -> ScoreResult:
+    def precompute(
+        self,
+        model: nn.Module,
+        example_inputs: Tensor,
+        batches: Batches,
+        loss_fn: LossFn = F.cross_entropy,
+        ignored: Sequence[nn.Module] | None = None,
+    ) -> ScoreResult:
         """Score every group of ``model`` and cache the scores."""
         self.result = compute_scores(model, example_inputs, self.criterion, batches, self.settings, loss_fn, ignored)
         self._names = {module: name for name, module in model.named_modules()}
@@ -412,8 +446,31 @@ def _torchvision_resnet50(**kwargs: Any) -> nn.Module:
     return resnet50(weights=None, **kwargs)
 
 
+def _small_vit(**kwargs: Any) -> nn.Module:
+    from frugalvision.nn import small_vit
+
+    return small_vit(**kwargs)
+
+
 register_architecture("cifar_resnet", _cifar_resnet)
 register_architecture("torchvision_resnet50", _torchvision_resnet50)
+register_architecture("small_vit", _small_vit)
+
+
+def sync_attention_heads(model: nn.Module) -> nn.Module:
+    """After head pruning, set ``num_heads`` (and timm's ``attn_dim``) of every attention module from its qkv width.
+
+    Torch-Pruning removes the q, k and v rows of a head and the matching ``proj`` columns; the module's head count
+    is plain Python state that the forward pass reshapes with, so it is updated here.
+    """
+    for module in model.modules():
+        qkv = getattr(module, "qkv", None)
+        head_dim = getattr(module, "head_dim", None)
+        if isinstance(qkv, nn.Linear) and isinstance(head_dim, int) and hasattr(module, "num_heads"):
+            module.num_heads = qkv.out_features // (3 * head_dim)
+            if hasattr(module, "attn_dim"):
+                module.attn_dim = module.num_heads * head_dim
+    return model
 
 
 @dataclass
@@ -451,5 +508,6 @@ def load_pruned(folder: str | Path) -> nn.Module:
     model = ARCHITECTURES[plan.arch](**plan.kwargs).eval()
     graph = build_graph(model, torch.zeros(plan.input_shape))
     graph.load_pruning_history([list(entry) for entry in plan.history])
+    sync_attention_heads(model)
     model.load_state_dict(load_weights(folder / WEIGHTS_NAME))
     return model

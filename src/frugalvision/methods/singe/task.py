@@ -57,11 +57,24 @@ class FinetuneTask(Task):
         momentum: SGD momentum (Nesterov).
         weight_decay: L2 weight decay.
         lr_offset: step of the cosine at this slice's first step (default: ``offset``).
+        regularizer: called after the backward pass and before each optimiser step (e.g. Torch-Pruning's
+            ``GroupNormPruner.regularize``, which adds the sparsity gradient to ``.grad``).
     """
 
-    def __init__(self, model: nn.Module, train_set: Dataset, lr: float, total_steps: int, offset: int = 0,
-                 batch_size: int = 64, seed: int = 0, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 lr_offset: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        lr: float,
+        total_steps: int,
+        offset: int = 0,
+        batch_size: int = 64,
+        seed: int = 0,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        lr_offset: int | None = None,
+        regularizer: Callable[[], None] | None = None,
+    ) -> None:
         self.model = model
         self.train_set = train_set
         self.lr = lr
@@ -72,6 +85,7 @@ class FinetuneTask(Task):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.lr_offset = offset if lr_offset is None else lr_offset
+        self.regularizer = regularizer
         self.lrs: list[float] = []
         self._optimizer: torch.optim.Optimizer | None = None
 
@@ -84,10 +98,14 @@ class FinetuneTask(Task):
 
     def build_optimizer(self, model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
         """Fresh SGD (momentum buffers must match the current, pruned shapes)."""
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum, nesterov=True,
-                                    weight_decay=self.weight_decay)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=self.lr, momentum=self.momentum, nesterov=True, weight_decay=self.weight_decay
+        )
         for group in optimizer.param_groups:
             group["lr_scale"] = self._scale(0)
+        if self.regularizer is not None:
+            regularizer = self.regularizer
+            optimizer.register_step_pre_hook(lambda _optimizer, _args, _kwargs: regularizer())
         self._optimizer = optimizer
         return optimizer
 
@@ -124,6 +142,7 @@ class FinetuneSettings:
         momentum: SGD momentum (Nesterov).
         weight_decay: L2 weight decay.
         restart: each round runs its own cosine over its F/T steps (a variant; default one cosine over F).
+        num_workers: DataLoader worker processes (ImageNet needs several).
     """
 
     steps: int = 150
@@ -132,20 +151,51 @@ class FinetuneSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     restart: bool = False
+    num_workers: int = 0
 
 
-def finetune(engine: Engine, model: nn.Module, train_set: Dataset, settings: FinetuneSettings, steps: int,
-             offset: int, seed: int, total_steps: int | None = None, lr_offset: int | None = None) -> list[float]:
+def finetune(
+    engine: Engine,
+    model: nn.Module,
+    train_set: Dataset,
+    settings: FinetuneSettings,
+    steps: int,
+    offset: int,
+    seed: int,
+    total_steps: int | None = None,
+    lr_offset: int | None = None,
+    regularizer: Callable[[], None] | None = None,
+) -> list[float]:
     """Train ``model`` in place for ``steps`` steps from data-stream step ``offset``; returns the LRs used.
 
     The LR is the cosine over ``total_steps`` (default ``settings.steps``) from step ``lr_offset`` (default ``offset``).
+    ``regularizer`` runs before every optimiser step (see :class:`FinetuneTask`).
     """
     if steps <= 0:
         return []
-    task = FinetuneTask(model, train_set, settings.lr, total_steps or settings.steps, offset, settings.batch_size,
-                        seed, settings.momentum, settings.weight_decay, lr_offset)
-    loop = LoopConfig(max_steps=steps, batch_size=settings.batch_size, lr=settings.lr, weight_decay=0.0,
-                      schedule="constant", log_every=0, seed=seed)
+    task = FinetuneTask(
+        model,
+        train_set,
+        settings.lr,
+        total_steps or settings.steps,
+        offset,
+        settings.batch_size,
+        seed,
+        settings.momentum,
+        settings.weight_decay,
+        lr_offset,
+        regularizer,
+    )
+    loop = LoopConfig(
+        max_steps=steps,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        weight_decay=0.0,
+        schedule="constant",
+        log_every=0,
+        seed=seed,
+        num_workers=settings.num_workers,
+    )
     engine.fit(task, loop, desc="fine-tune")
     model.eval()
     return task.lrs
@@ -218,8 +268,14 @@ def prune_and_finetune(
     done = 0
     for t in range(1, rounds + 1):
         rho = 1.0 - (1.0 - target) * t / rounds
-        result = P.compute_scores(model, example_inputs, criterion, calibration, criterion_settings,
-                                  seed=derive_seed(seed, "random-criterion", t))
+        result = P.compute_scores(
+            model,
+            example_inputs,
+            criterion,
+            calibration,
+            criterion_settings,
+            seed=derive_seed(seed, "random-criterion", t),
+        )
         run.history += P.prune_to_counts(model, example_inputs, result.scores, ratios.keep(rho))
         macs, params = P.count_macs_params(model, example_inputs)
         run.criterion_s += result.seconds
@@ -232,9 +288,81 @@ def prune_and_finetune(
             else:
                 run.lrs += finetune(engine, model, train_set, settings, steps, done, seed)
         done += steps
-        run.rounds.append({"round": float(t), "target": rho, "macs_frac": macs / ratios.dense_macs,
-                           "params_frac": params / ratios.dense_params, "criterion_s": result.seconds,
-                           "passes": float(result.passes), "finetune_s": time.perf_counter() - started})
+        run.rounds.append(
+            {
+                "round": float(t),
+                "target": rho,
+                "macs_frac": macs / ratios.dense_macs,
+                "params_frac": params / ratios.dense_params,
+                "criterion_s": result.seconds,
+                "passes": float(result.passes),
+                "finetune_s": time.perf_counter() - started,
+            }
+        )
+    model.eval()
+    return run
+
+
+def sparse_then_prune(
+    engine: Engine | None,
+    dense: nn.Module,
+    example_inputs: Tensor,
+    target: float,
+    train_set: Dataset | None,
+    settings: FinetuneSettings,
+    sparse_steps: int,
+    reg: float = 5e-4,
+    seed: int = 0,
+    ratios: RatioCache | None = None,
+) -> PruneRun:
+    """Torch-Pruning's DepGraph baseline: group-sparse training with ``GroupNormPruner``, then prune, then fine-tune.
+
+    The first ``sparse_steps`` of the budget train with ``GroupNormPruner.regularize`` (group-norm sparsity added to
+    the gradients before each step); the channels are then ranked by the group L2 norm (the pruner's
+    ``GroupMagnitudeImportance(p=2)``) and removed to the MAC fraction ``target`` with the same local rule as the
+    other rows (identical architecture); the remaining ``settings.steps - sparse_steps`` steps fine-tune. Same data
+    stream and one cosine over ``settings.steps`` as :func:`prune_and_finetune`, so the training budget is equal.
+    """
+    import torch_pruning as tp
+
+    ratios = ratios or RatioCache(dense, example_inputs)
+    model = copy.deepcopy(dense).eval()
+    run = PruneRun(model=model)
+    sparse_steps = min(sparse_steps, settings.steps)
+    started = time.perf_counter()
+    if engine is not None and train_set is not None and sparse_steps > 0:
+        importance = tp.importance.GroupMagnitudeImportance(p=2)
+        pruner = tp.pruner.GroupNormPruner(
+            model,
+            example_inputs,
+            importance=importance,
+            reg=reg,
+            pruning_ratio=0.5,
+            ignored_layers=P.default_ignored(model),
+        )
+        run.lrs += finetune(
+            engine, model, train_set, settings, sparse_steps, 0, seed, regularizer=lambda: pruner.regularize(model)
+        )
+    sparse_s = time.perf_counter() - started
+    result = P.compute_scores(model, example_inputs, "magnitude_tp", [])
+    run.history += P.prune_to_counts(model, example_inputs, result.scores, ratios.keep(target))
+    macs, params = P.count_macs_params(model, example_inputs)
+    run.criterion_s = result.seconds
+    started = time.perf_counter()
+    if engine is not None and train_set is not None:
+        run.lrs += finetune(engine, model, train_set, settings, settings.steps - sparse_steps, sparse_steps, seed)
+    run.rounds.append(
+        {
+            "round": 1.0,
+            "target": target,
+            "macs_frac": macs / ratios.dense_macs,
+            "params_frac": params / ratios.dense_params,
+            "criterion_s": result.seconds,
+            "passes": 0.0,
+            "sparse_s": sparse_s,
+            "finetune_s": time.perf_counter() - started,
+        }
+    )
     model.eval()
     return run
 
