@@ -21,9 +21,11 @@ def main() -> None:
     print(f"device={result['device']} threads={result['threads']} attn={result['attn_impl']}")
     print("grid cams image    tokens queries | lara_ms dense_ms ratio | lara_MiB dense_MiB ratio")
     for r in result["rows"]:
-        print(f"{r['grid']:>4} {r['cameras']:>4} {r['image']:>7} {r['tokens']:>6} {r['queries']:>7} | "
-              f"{r['lara_ms']:7.2f} {r['dense_ms']:8.2f} {r['dense_over_lara_ms']:5.2f} | "
-              f"{r['lara_mib']:8.2f} {r['dense_mib']:9.2f} {r['dense_over_lara_mib']:5.2f}")
+        print(
+            f"{r['grid']:>4} {r['cameras']:>4} {r['image']:>7} {r['tokens']:>6} {r['queries']:>7} | "
+            f"{r['lara_ms']:7.2f} {r['dense_ms']:8.2f} {r['dense_over_lara_ms']:5.2f} | "
+            f"{r['lara_mib']:8.2f} {r['dense_mib']:9.2f} {r['dense_over_lara_mib']:5.2f}"
+        )
     for grid, slopes in result["slopes"].items():
         print(grid, {k: round(v, 3) for k, v in slopes.items()})
 

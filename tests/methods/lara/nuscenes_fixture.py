@@ -65,8 +65,15 @@ def write_fixture(root: Path) -> Path:
             "category",
             "visibility",
             "log",
+            "attribute",  # empty: read by the devkit only
+            "map",  # read by the devkit only
         )
     }
+    (root / "maps").mkdir()
+    Image.new("L", (8, 8)).save(root / "maps" / "fixture.png")
+    tables["map"].append(
+        {"token": "map0", "log_tokens": ["log0"], "category": "semantic_prior", "filename": "maps/fixture.png"}
+    )
     tables["log"].append(
         {
             "token": "log0",

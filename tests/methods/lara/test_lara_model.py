@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import default_collate
 
 from frugalvision.methods.lara.geometry import BevGrid, project
-from frugalvision.methods.lara.model import CameraEncoder, ModelConfig, build_model, lite0_state_dict
+from frugalvision.methods.lara.model import CameraEncoder, ModelConfig, build_model, lite0_state_dict, mha_init_
 from frugalvision.methods.lara.world import WorldConfig, generate_scenes
+from frugalvision.nn.latent import CrossAttention, SelfAttention
 
 WORLD = WorldConfig()
 SMALL = ModelConfig(feature_dim=16, ray_dim=16, num_latents=16, latent_dim=32, query_dim=32, head_dim=16)
@@ -143,3 +144,83 @@ def test_geometric_lift_samples_the_projected_pixel(samples: list[dict[str, torc
     expected_u = pix[cam, torch.arange(pix.shape[1]), 0]
     assert torch.allclose(flat[0, only_one], expected_u[only_one], atol=1e-3)
     assert torch.allclose(flat[1, only_one], cam[only_one].float())
+
+
+@pytest.mark.parametrize("kv_dim", [64, 48])
+def test_attention_init_matches_torch_multihead_attention(kv_dim: int) -> None:
+    """The official layers are nn.MultiheadAttention: our projections get its init distribution (joint or split)."""
+    torch.manual_seed(0)
+    ours = CrossAttention(64, kv_dim, heads=4, head_dim=16)
+    mha_init_(ours)
+    ref = torch.nn.MultiheadAttention(64, 4, kdim=kv_dim, vdim=kv_dim, batch_first=True)
+    if kv_dim == 64:
+        q_ref, k_ref, v_ref = ref.in_proj_weight.chunk(3)
+    else:
+        q_ref, k_ref, v_ref = ref.q_proj_weight, ref.k_proj_weight, ref.v_proj_weight
+    k_ours, v_ours = ours.to_kv.weight.chunk(2)
+    for a, b in ((ours.to_q.weight, q_ref), (k_ours, k_ref), (v_ours, v_ref)):
+        assert a.shape == b.shape
+        assert float(a.abs().max()) <= float(b.abs().max()) * 1.05 + 1e-6
+        assert float(a.std()) == pytest.approx(float(b.std()), rel=0.1)
+    for bias in (ours.to_q.bias, ours.to_kv.bias, ours.proj.bias):
+        assert float(bias.abs().max()) == 0
+    default = CrossAttention(64, kv_dim, heads=4, head_dim=16)  # nn.Linear default init is narrower
+    assert float(default.to_q.weight.std()) < 0.9 * float(q_ref.std())
+
+
+def test_model_attention_init_and_latent_scale() -> None:
+    net = model("lara", replace(SMALL, latent_init_std=0.5))
+    assert float(net.latent_encoder.latents.std()) == pytest.approx(0.5, rel=0.2)
+    for module in net.modules():
+        if isinstance(module, SelfAttention):
+            assert float(module.qkv.bias.abs().max()) == 0
+    linear = model("lara", replace(SMALL, attn_init="linear"))
+    assert float(linear.decoder.attn.to_q.bias.abs().max()) > 0
+
+
+@pytest.mark.parametrize("arm", ["lara", "dense"])
+def test_decoder_checkpoint_same_outputs_and_gradients(arm: str, samples: list[dict[str, torch.Tensor]]) -> None:
+    batch = default_collate(samples[:2])
+    results = []
+    for flag in (False, True):
+        net = model(arm, replace(SMALL, decoder_checkpoint=flag)).train()
+        calls: list[int] = []
+        net.decoder.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        out = net(batch)
+        out.square().mean().backward()
+        assert len(calls) == (2 if flag else 1)  # checkpointing recomputes the decoder in the backward pass
+        results.append((out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5), name
+
+
+def test_sync_batchnorm_conversion(samples: list[dict[str, torch.Tensor]]) -> None:
+    plain = model("lara").train()
+    synced = model("lara", replace(SMALL, sync_bn=True)).train()
+    kinds = {type(m) for m in synced.modules()}
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    assert torch.nn.BatchNorm2d in {type(m) for m in plain.modules()}
+    synced.load_state_dict(plain.state_dict())
+    batch = default_collate(samples[:2])
+    with torch.no_grad():  # one process: SyncBatchNorm falls back to the batch statistics of BatchNorm
+        assert torch.allclose(plain(batch), synced(batch), atol=1e-5)
+
+
+def test_latent_init_scale_controls_collapse_at_init(samples: list[dict[str, torch.Tensor]]) -> None:
+    """With the official 0.02 latent init the first cross-attention (near-uniform over all tokens) gives every
+    latent almost the same vector, so the decoder writes the same feature into every BEV cell; a unit-scale init
+    keeps the latents distinct and the BEV features vary across cells (the diagnosis of the README)."""
+    batch = default_collate(samples)
+    spread = {}
+    for std in (0.02, 1.0):
+        net = model("lara", replace(ModelConfig(), latent_init_std=std)).train()
+        with torch.no_grad():
+            bev = net.decode(net.latent_encoder(net.tokens(batch)))  # (B, C, rows, cols)
+        across_cells = bev.flatten(2).var(dim=2).mean()
+        across_samples = bev.var(dim=0).mean()
+        spread[std] = float(across_cells / across_samples)
+    assert spread[0.02] < 1e-3
+    assert spread[1.0] > 0.1

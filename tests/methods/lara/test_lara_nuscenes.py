@@ -72,3 +72,34 @@ def test_missing_tables_and_bad_crop(tmp_path: Path, dataset: NuScenesBEV) -> No
     )
     with pytest.raises(DataError, match="exceeds"):
         too_big[0]
+
+
+def test_devkit_backend_equals_json_reader(dataset: NuScenesBEV) -> None:
+    """The optional nuscenes-devkit path (pyquaternion, devkit Box transforms) builds the same samples."""
+    pytest.importorskip("nuscenes.nuscenes", reason="nuscenes-devkit is not installed")
+    devkit = NuScenesBEV(dataset.tables.root, version="v1.0-mini", split="val", transform=TRANSFORM, backend="devkit")
+    assert devkit.tokens == dataset.tokens
+    for index in range(len(dataset)):
+        ours, theirs = dataset[index], devkit[index]
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert torch.allclose(ours[key].float(), theirs[key].float(), atol=1e-5), key
+        for a, b in zip(
+            dataset.vehicle_boxes(dataset.tokens[index]), devkit.vehicle_boxes(devkit.tokens[index]), strict=True
+        ):
+            assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    assert int(devkit[0]["bev"].sum()) > 0
+    shared = NuScenesBEV(
+        dataset.tables.root,
+        version="v1.0-mini",
+        split="val",
+        transform=TRANSFORM,
+        backend="devkit",
+        tables=devkit.reader,
+    )
+    assert shared.reader is devkit.reader and shared.tokens == devkit.tokens
+
+
+def test_devkit_backend_errors(dataset: NuScenesBEV) -> None:
+    with pytest.raises(DataError, match="backend"):
+        NuScenesBEV(dataset.tables.root, version="v1.0-mini", split="val", backend="bogus")  # type: ignore[arg-type]

@@ -86,14 +86,21 @@ def view_transform_costs(
     for side in grid_sizes:
         grid = BevGrid(-side / 2, side / 2, -side / 2, side / 2, 1.0)
         torch.manual_seed(0)
-        arms = {name: _ViewTransform(cls(config, grid)).to(device).eval()
-                for name, cls in (("lara", LaRa), ("dense", DenseQueryAttention))}
+        arms = {
+            name: _ViewTransform(cls(config, grid)).to(device).eval()
+            for name, cls in (("lara", LaRa), ("dense", DenseQueryAttention))
+        }
         for n in cameras:
             for height, width in image_sizes:
                 tokens = n * (height // config.feature_stride) * (width // config.feature_stride)
                 x = torch.randn(1, tokens, config.feature_dim + config.ray_dim, device=device)
-                row: dict[str, Any] = {"grid": side, "cameras": n, "image": f"{height}x{width}", "tokens": tokens,
-                                       "queries": side * side}
+                row: dict[str, Any] = {
+                    "grid": side,
+                    "cameras": n,
+                    "image": f"{height}x{width}",
+                    "tokens": tokens,
+                    "queries": side * side,
+                }
                 for name, module in arms.items():
                     row[f"{name}_ms"] = _median_ms(lambda module=module, x=x: module(x), runs)
                     row[f"{name}_mib"] = _peak_mib(lambda module=module, x=x: module(x))
@@ -121,16 +128,23 @@ def benchmark(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     """
     import json
 
-    kwargs: dict[str, Any] = {"cameras": (1, 6), "image_sizes": ((32, 64),), "grid_sizes": (32,), "runs": 2} \
-        if quick else {}
+    kwargs: dict[str, Any] = (
+        {"cameras": (1, 6), "image_sizes": ((32, 64),), "grid_sizes": (32,), "runs": 2} if quick else {}
+    )
     config = replace(ModelConfig(), attn_impl="math")  # materialised score matrices: what dense attention costs
     rows = view_transform_costs(config=config, **kwargs)
-    summary: dict[str, Any] = {"device": "cuda" if torch.cuda.is_available() else "cpu",
-                               "threads": torch.get_num_threads(), "attn_impl": "math", "rows": rows, "slopes": {}}
+    summary: dict[str, Any] = {
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "attn_impl": "math",
+        "rows": rows,
+        "slopes": {},
+    }
     for side in sorted({r["grid"] for r in rows}):
         sub = [r for r in rows if r["grid"] == side]
-        summary["slopes"][f"grid{side}"] = {f"{key}_per_1k_tokens": _slope(sub, key)
-                                            for key in ("lara_ms", "dense_ms", "lara_mib", "dense_mib")}
+        summary["slopes"][f"grid{side}"] = {
+            f"{key}_per_1k_tokens": _slope(sub, key) for key in ("lara_ms", "dense_ms", "lara_mib", "dense_mib")
+        }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "lara_benchmark.json").write_text(json.dumps(summary, indent=1))
     return summary

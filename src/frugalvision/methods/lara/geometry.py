@@ -29,9 +29,15 @@ def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     q = q / q.norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
     rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - z * w),
+        2 * (x * z + y * w),
+        2 * (x * y + z * w),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - x * w),
+        2 * (x * z - y * w),
+        2 * (y * z + x * w),
+        1 - 2 * (x * x + y * y),
     ]
     return torch.stack(rows, dim=-1).reshape(*q.shape[:-1], 3, 3)
 
@@ -253,8 +259,13 @@ def box_corners_2d(center: torch.Tensor, size_wl: torch.Tensor, yaw: torch.Tenso
     """
     half_w, half_l = size_wl[..., 0] / 2, size_wl[..., 1] / 2
     local = torch.stack(
-        [torch.stack([half_l, half_w], -1), torch.stack([-half_l, half_w], -1),
-         torch.stack([-half_l, -half_w], -1), torch.stack([half_l, -half_w], -1)], dim=-2
+        [
+            torch.stack([half_l, half_w], -1),
+            torch.stack([-half_l, half_w], -1),
+            torch.stack([-half_l, -half_w], -1),
+            torch.stack([half_l, -half_w], -1),
+        ],
+        dim=-2,
     )
     c, s = torch.cos(yaw)[..., None], torch.sin(yaw)[..., None]
     x = local[..., 0] * c - local[..., 1] * s

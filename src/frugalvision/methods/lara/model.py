@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,13 +20,15 @@ import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from frugalvision.errors import ConfigError
 from frugalvision.methods.lara.geometry import BevGrid, PixelOffset, camera_rays, project, ray_features
-from frugalvision.nn.latent import LatentEncoder, QueryDecoder
+from frugalvision.nn.latent import CrossAttention, LatentEncoder, QueryDecoder, SelfAttention
 
 InputEmbedding = Literal["rays", "camera_index"]
 HeadKind = Literal["lss", "small"]
+AttnInit = Literal["mha", "linear"]
 
 
 @dataclass
@@ -57,6 +60,13 @@ class ModelConfig:
         lift_heights: heights (m) of the points each BEV cell is lifted at in the geometric baseline.
         num_cameras: cameras (for the camera-index embedding).
         attn_impl: "sdpa" or "math".
+        attn_init: "mha" (the official code's ``torch.nn.MultiheadAttention`` init: xavier-uniform q/k/v
+            projections, zero biases) or "linear" (the default ``nn.Linear`` init: 1.5–3× smaller attention logits).
+        latent_init_std: std of the truncated-normal latent init (official: 0.02).
+        decoder_checkpoint: recompute the decoder's activations in the backward pass (gradient checkpointing of
+            the 40,000-query cross-attention; same outputs and gradients, less memory).
+        sync_bn: convert every BatchNorm to SyncBatchNorm (statistics over all processes, as the official 4-GPU
+            runs; identical to BatchNorm in a single process).
     """
 
     backbone: str = "tiny"
@@ -82,14 +92,58 @@ class ModelConfig:
     lift_heights: tuple[float, ...] = (0.5, 1.2)
     num_cameras: int = 6
     attn_impl: Literal["sdpa", "math"] = "sdpa"
+    attn_init: AttnInit = "mha"
+    latent_init_std: float = 0.02
+    decoder_checkpoint: bool = False
+    sync_bn: bool = False
 
 
 def paper_model_config() -> ModelConfig:
     """The official ``LaRa.yaml`` architecture (EfficientNet-B4 at stride 8, 256 × 256 latents, LSS head)."""
     return ModelConfig(
-        backbone="efficientnet_b4", feature_stride=8, feature_dim=128, ray_dim=128, num_latents=256, latent_dim=256,
-        cross_heads=32, self_heads=16, self_layers=4, mlp_ratio=1.0, query_dim=256, decoder_heads=16, head="lss",
+        backbone="efficientnet_b4",
+        feature_stride=8,
+        feature_dim=128,
+        ray_dim=128,
+        num_latents=256,
+        latent_dim=256,
+        cross_heads=32,
+        self_heads=16,
+        self_layers=4,
+        mlp_ratio=1.0,
+        query_dim=256,
+        decoder_heads=16,
+        head="lss",
+        sync_bn=True,
+        decoder_checkpoint=True,
     )
+
+
+def mha_init_(module: nn.Module) -> None:
+    """Initialise every attention projection under ``module`` like ``torch.nn.MultiheadAttention``.
+
+    The official LaRa layers are ``nn.MultiheadAttention``: q/k/v weights xavier-uniform (one joint
+    ``(3·inner, dim)`` matrix when queries and keys have the same width, else one matrix per projection), q/k/v and
+    output biases zero; the output weight keeps ``nn.Linear``'s default.
+    """
+    for m in module.modules():
+        if isinstance(m, CrossAttention):
+            inner, q_dim = m.to_q.weight.shape
+            kv_dim = m.to_kv.weight.shape[1]
+            if q_dim == kv_dim:
+                bound = math.sqrt(6.0 / (q_dim + 3 * inner))
+                for w in (m.to_q.weight, m.to_kv.weight):
+                    nn.init.uniform_(w, -bound, bound)
+            else:
+                nn.init.xavier_uniform_(m.to_q.weight)
+                nn.init.xavier_uniform_(m.to_kv.weight[:inner])
+                nn.init.xavier_uniform_(m.to_kv.weight[inner:])
+            for b in (m.to_q.bias, m.to_kv.bias, m.proj.bias):
+                nn.init.zeros_(b)
+        elif isinstance(m, SelfAttention):
+            nn.init.xavier_uniform_(m.qkv.weight)
+            nn.init.zeros_(m.qkv.bias)
+            nn.init.zeros_(m.proj.bias)
 
 
 def lite0_state_dict() -> dict[str, torch.Tensor]:
@@ -159,12 +213,15 @@ class CameraEncoder(nn.Module):
             probe = timm.create_model(config.backbone, pretrained=False, features_only=True)
             reductions = probe.feature_info.reduction()
             if stride not in reductions or 2 * stride not in reductions:
-                raise ConfigError(f"feature_stride={stride} needs {config.backbone} maps at {stride} and {2 * stride}"
-                                  f" (it has {reductions}); pick another stride")
+                raise ConfigError(
+                    f"feature_stride={stride} needs {config.backbone} maps at {stride} and {2 * stride}"
+                    f" (it has {reductions}); pick another stride"
+                )
             indices = (reductions.index(stride), reductions.index(2 * stride))
             # truncated after the stride-2s stage; never downloads weights
-            self.backbone = timm.create_model(config.backbone, pretrained=False, features_only=True,
-                                              out_indices=indices)
+            self.backbone = timm.create_model(
+                config.backbone, pretrained=False, features_only=True, out_indices=indices
+            )
             channels = tuple(self.backbone.feature_info.channels())
             mean, std = self.backbone.pretrained_cfg["mean"], self.backbone.pretrained_cfg["std"]
             if config.pretrained:
@@ -175,8 +232,10 @@ class CameraEncoder(nn.Module):
                 elif config.backbone == "tf_efficientnet_lite0":
                     state = lite0_state_dict()
                 else:
-                    raise ConfigError(f"pretrained=True for {config.backbone} needs backbone_weights (a local "
-                                      "safetensors file); only tf_efficientnet_lite0 ships offline")
+                    raise ConfigError(
+                        f"pretrained=True for {config.backbone} needs backbone_weights (a local "
+                        "safetensors file); only tf_efficientnet_lite0 ships offline"
+                    )
                 own = self.backbone.state_dict()
                 missing = [k for k in own if k not in state]
                 if missing:
@@ -184,8 +243,9 @@ class CameraEncoder(nn.Module):
                 self.backbone.load_state_dict({k: state[k] for k in own})
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.fuse = nn.Sequential(conv_bn_relu(sum(channels), config.feature_dim),
-                                  conv_bn_relu(config.feature_dim, config.feature_dim))
+        self.fuse = nn.Sequential(
+            conv_bn_relu(sum(channels), config.feature_dim), conv_bn_relu(config.feature_dim, config.feature_dim)
+        )
         self.stride = stride
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -206,13 +266,15 @@ class LssBevHead(nn.Module):
         from torchvision.models import resnet18
 
         trunk = resnet18(weights=None, zero_init_residual=True)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        )
         self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
         self.up1 = nn.Sequential(conv_bn_relu(64 + 256, 256), conv_bn_relu(256, 256))
         self.up2 = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-            conv_bn_relu(256, 128), nn.Conv2d(128, out_channels, 1),
+            conv_bn_relu(256, 128),
+            nn.Conv2d(128, out_channels, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,8 +289,11 @@ def bev_head(config: ModelConfig, in_channels: int) -> nn.Module:
     """The BEV head shared by every arm."""
     if config.head == "lss":
         return LssBevHead(in_channels)
-    return nn.Sequential(conv_bn_relu(in_channels, config.head_dim), conv_bn_relu(config.head_dim, config.head_dim),
-                         nn.Conv2d(config.head_dim, 1, 1))
+    return nn.Sequential(
+        conv_bn_relu(in_channels, config.head_dim),
+        conv_bn_relu(config.head_dim, config.head_dim),
+        nn.Conv2d(config.head_dim, 1, 1),
+    )
 
 
 def mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
@@ -270,14 +335,42 @@ class LaRa(BevModel):
         else:
             raise ConfigError(f"input_embedding={config.input_embedding!r} is invalid; use 'rays' or 'camera_index'")
         self.latent_encoder = LatentEncoder(
-            config.feature_dim + config.ray_dim, config.num_latents, config.latent_dim,
-            cross_heads=config.cross_heads, self_heads=config.self_heads, self_layers=config.self_layers,
-            mlp_ratio=config.mlp_ratio, pos_mode="none", attn_impl=config.attn_impl,
+            config.feature_dim + config.ray_dim,
+            config.num_latents,
+            config.latent_dim,
+            cross_heads=config.cross_heads,
+            self_heads=config.self_heads,
+            self_layers=config.self_layers,
+            mlp_ratio=config.mlp_ratio,
+            pos_mode="none",
+            attn_impl=config.attn_impl,
         )
+        with torch.no_grad():
+            self.latent_encoder.latents.normal_(0.0, config.latent_init_std).clamp_(-2.0, 2.0)
         self.query_mlp = mlp(3, config.query_dim, config.query_dim)
-        self.decoder = QueryDecoder(config.query_dim, config.latent_dim, heads=config.decoder_heads, residual=False,
-                                    mlp_ratio=config.mlp_ratio, attn_impl=config.attn_impl)
+        self.decoder = QueryDecoder(
+            config.query_dim,
+            config.latent_dim,
+            heads=config.decoder_heads,
+            residual=False,
+            mlp_ratio=config.mlp_ratio,
+            attn_impl=config.attn_impl,
+        )
         self.register_buffer("coords", grid.normalized_coords().reshape(-1, 3), persistent=False)
+        if config.attn_init == "mha":
+            mha_init_(self)
+        elif config.attn_init != "linear":
+            raise ConfigError(f"attn_init={config.attn_init!r} is invalid; use 'mha' or 'linear'")
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """BEV features (B, query_dim, rows, cols): the coordinate queries read the latents (or tokens)."""
+        queries = self.query_mlp(self.coords.to(latents.dtype))
+        if self.config.decoder_checkpoint and torch.is_grad_enabled():
+            out = checkpoint(self.decoder, latents, queries, use_reentrant=False)
+        else:
+            out = self.decoder(latents, queries)
+        rows, cols = self.grid.shape
+        return out.transpose(1, 2).reshape(out.shape[0], -1, rows, cols)
 
     def input_embedding(self, batch: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
         """Per-token embedding (B, N, h, w, ray_dim): MLP of the ray, or the learned camera-index embedding."""
@@ -286,9 +379,15 @@ class LaRa(BevModel):
             emb = self.ray_mlp(torch.arange(n, device=feats.device))
             return emb.view(1, n, 1, 1, -1).expand(b, n, h, w, -1)
         height, width = batch["images"].shape[-2:]
-        origins, dirs = camera_rays(batch["intrinsics"].float(), batch["rotation"].float(),
-                                    batch["translation"].float(), height, width, self.config.feature_stride,
-                                    self.config.ray_pixel_offset)
+        origins, dirs = camera_rays(
+            batch["intrinsics"].float(),
+            batch["rotation"].float(),
+            batch["translation"].float(),
+            height,
+            width,
+            self.config.feature_stride,
+            self.config.ray_pixel_offset,
+        )
         raw = ray_features(origins, dirs, self.config.plucker, self.config.origin_scale)
         return self.ray_mlp(raw.to(feats.dtype))
 
@@ -301,10 +400,7 @@ class LaRa(BevModel):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """BEV logits (B, 1, rows, cols) from a batch dict (images, intrinsics, rotation, translation)."""
-        latents = self.latent_encoder(self.tokens(batch))
-        out = self.decoder(latents, self.query_mlp(self.coords.to(latents.dtype)))
-        rows, cols = self.grid.shape
-        return self.head(out.transpose(1, 2).reshape(out.shape[0], -1, rows, cols))
+        return self.head(self.decode(self.latent_encoder(self.tokens(batch))))
 
 
 class DenseQueryAttention(LaRa):
@@ -313,16 +409,21 @@ class DenseQueryAttention(LaRa):
     def __init__(self, config: ModelConfig, grid: BevGrid) -> None:
         super().__init__(config, grid)
         del self.latent_encoder
-        self.decoder = QueryDecoder(config.query_dim, config.feature_dim + config.ray_dim,
-                                    heads=config.decoder_heads, head_dim=config.query_dim // config.decoder_heads,
-                                    residual=False, mlp_ratio=config.mlp_ratio, attn_impl=config.attn_impl)
+        self.decoder = QueryDecoder(
+            config.query_dim,
+            config.feature_dim + config.ray_dim,
+            heads=config.decoder_heads,
+            head_dim=config.query_dim // config.decoder_heads,
+            residual=False,
+            mlp_ratio=config.mlp_ratio,
+            attn_impl=config.attn_impl,
+        )
+        if config.attn_init == "mha":
+            mha_init_(self.decoder)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """BEV logits (B, 1, rows, cols); cost ∝ (#BEV queries × #image tokens)."""
-        tokens = self.tokens(batch)
-        out = self.decoder(tokens, self.query_mlp(self.coords.to(tokens.dtype)))
-        rows, cols = self.grid.shape
-        return self.head(out.transpose(1, 2).reshape(out.shape[0], -1, rows, cols))
+        return self.head(self.decode(self.tokens(batch)))
 
 
 class GeometricLift(BevModel):
@@ -344,13 +445,18 @@ class GeometricLift(BevModel):
         b, n, c, h, w = feats.shape
         height, width = batch["images"].shape[-2:]
         pts = self.points.to(feats.dtype).view(1, 1, -1, 3).expand(b, n, -1, -1)
-        pix, depth = project(pts, batch["intrinsics"].to(feats.dtype), batch["rotation"].to(feats.dtype),
-                             batch["translation"].to(feats.dtype))
+        pix, depth = project(
+            pts,
+            batch["intrinsics"].to(feats.dtype),
+            batch["rotation"].to(feats.dtype),
+            batch["translation"].to(feats.dtype),
+        )
         # pixel-centre convention: the image spans [−0.5, W − 0.5]; align_corners=False maps it to [−1, 1]
         norm = torch.stack([(pix[..., 0] + 0.5) / width * 2 - 1, (pix[..., 1] + 0.5) / height * 2 - 1], -1)
         valid = (depth > 0.1) & (norm.abs() <= 1).all(-1)
-        sampled = F.grid_sample(feats.flatten(0, 1), norm.flatten(0, 1).unsqueeze(1), mode="bilinear",
-                                align_corners=False).view(b, n, c, -1)
+        sampled = F.grid_sample(
+            feats.flatten(0, 1), norm.flatten(0, 1).unsqueeze(1), mode="bilinear", align_corners=False
+        ).view(b, n, c, -1)
         weights = valid.to(feats.dtype).unsqueeze(2)
         mean = (sampled * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, C, heights·cells)
         rows, cols = self.grid.shape
@@ -362,11 +468,20 @@ ARMS = {"lift": GeometricLift, "lara": LaRa, "dense": DenseQueryAttention}
 
 
 def build_model(arm: str, config: ModelConfig, grid: BevGrid) -> BevModel:
-    """Build an arm: "lift", "lara", "lara-camidx" (camera-index embedding instead of rays) or "dense"."""
-    if arm == "lara-camidx":
-        from dataclasses import replace
+    """Build an arm: "lift", "lara", "lara-camidx", "lara-noplucker" or "dense".
 
-        return LaRa(replace(config, input_embedding="camera_index"), grid)
-    if arm not in ARMS:
-        raise ConfigError(f"arm={arm!r} is invalid; use lift, lara, lara-camidx or dense")
-    return ARMS[arm](config, grid)
+    "lara-camidx" uses a camera-index embedding instead of rays; "lara-noplucker" embeds ``[o, d̂]`` only.
+    """
+    from dataclasses import replace
+
+    if arm == "lara-camidx":
+        model: BevModel = LaRa(replace(config, input_embedding="camera_index"), grid)
+    elif arm == "lara-noplucker":
+        model = LaRa(replace(config, plucker=False), grid)
+    elif arm in ARMS:
+        model = ARMS[arm](config, grid)
+    else:
+        raise ConfigError(f"arm={arm!r} is invalid; use lift, lara, lara-camidx, lara-noplucker or dense")
+    if config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

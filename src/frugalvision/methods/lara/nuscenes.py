@@ -1,5 +1,8 @@
 """nuScenes reader for LaRa that needs only the official JSON tables (the devkit pins numpy < 2).
 
+An optional second backend (``backend="devkit"``) builds the same samples through ``nuscenes-devkit`` (its table
+index, ``pyquaternion`` rotations and ``Box`` transforms); the two are tested for equality on a fixture.
+
 Per keyframe it produces the same sample dict as the ToyBEV world: six resized and cropped camera images, their
 updated intrinsics, camera-to-ego rotations and translations (from ``calibrated_sensor``), the 200 × 200 BEV
 vehicle map and the per-cell visibility token (255 where no vehicle). Boxes are moved into the yaw-only ego frame
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,12 +32,30 @@ from frugalvision.methods.lara.geometry import (
 )
 from frugalvision.methods.lara.world import CAMERA_NAMES, VISIBILITY_IGNORE
 
-TABLES = ("scene", "sample", "sample_data", "calibrated_sensor", "sensor", "ego_pose", "sample_annotation",
-          "instance", "category", "visibility")
+TABLES = (
+    "scene",
+    "sample",
+    "sample_data",
+    "calibrated_sensor",
+    "sensor",
+    "ego_pose",
+    "sample_annotation",
+    "instance",
+    "category",
+    "visibility",
+)
 # the official mini split (nuscenes.utils.splits); trainval needs the devkit or explicit scene lists
 MINI_SPLITS = {
-    "train": ("scene-0061", "scene-0553", "scene-0655", "scene-0757", "scene-0796", "scene-1077", "scene-1094",
-              "scene-1100"),
+    "train": (
+        "scene-0061",
+        "scene-0553",
+        "scene-0655",
+        "scene-0757",
+        "scene-0796",
+        "scene-1077",
+        "scene-1094",
+        "scene-1100",
+    ),
     "val": ("scene-0103", "scene-0916"),
 }
 
@@ -56,8 +77,10 @@ class ImageTransform:
         """Resize and crop a PIL image; return (3, H, W) float in [0, 1] and the updated intrinsics."""
         new_w, new_h = int(image.width * self.scale), int(image.height * self.scale)
         if self.crop_left + self.width > new_w or self.crop_top + self.height > new_h:
-            raise DataError(f"crop {self.width}x{self.height} at ({self.crop_left}, {self.crop_top}) exceeds the "
-                            f"resized image {new_w}x{new_h}; adjust scale / crop_top / height / width")
+            raise DataError(
+                f"crop {self.width}x{self.height} at ({self.crop_left}, {self.crop_top}) exceeds the "
+                f"resized image {new_w}x{new_h}; adjust scale / crop_top / height / width"
+            )
         resized = image.convert("RGB").resize((new_w, new_h), Image.BILINEAR)
         box = (self.crop_left, self.crop_top, self.crop_left + self.width, self.crop_top + self.height)
         array = np.asarray(resized.crop(box), dtype=np.float32) / 255.0
@@ -127,6 +150,146 @@ class NuScenesTables:
         instance = self.tables["instance"][ann["instance_token"]]
         return self.tables["category"][instance["category_token"]]["name"]
 
+    def calibration(
+        self, sample_token: str, cameras: tuple[str, ...]
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image paths, intrinsics (N, 3, 3), camera-to-ego rotations (N, 3, 3) and translations (N, 3)."""
+        records = self.keyframe_data[sample_token]
+        paths, ks, rots, trans = [], [], [], []
+        for cam in cameras:
+            if cam not in records:
+                raise DataError(f"sample {sample_token} has no keyframe for {cam}")
+            calib = self.tables["calibrated_sensor"][records[cam]["calibrated_sensor_token"]]
+            paths.append(str(self.root / records[cam]["filename"]))
+            ks.append(torch.tensor(calib["camera_intrinsic"], dtype=torch.float32))
+            rots.append(quaternion_to_matrix(torch.tensor(calib["rotation"], dtype=torch.float64)).float())
+            trans.append(torch.tensor(calib["translation"], dtype=torch.float32))
+        return paths, torch.stack(ks), torch.stack(rots), torch.stack(trans)
+
+    def vehicle_boxes(self, sample_token: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Vehicle boxes in the yaw-only LIDAR_TOP ego frame: centres (K, 2), (w, l) (K, 2), yaws (K,), tokens (K,)."""
+        lidar = self.keyframe_data[sample_token].get("LIDAR_TOP")
+        if lidar is None:
+            raise DataError(f"sample {sample_token} has no LIDAR_TOP keyframe (its ego pose defines the BEV frame)")
+        pose = self.tables["ego_pose"][lidar["ego_pose_token"]]
+        ego_t = torch.tensor(pose["translation"], dtype=torch.float64)
+        ego_yaw = quaternion_yaw(torch.tensor(pose["rotation"], dtype=torch.float64))
+        to_ego = yaw_matrix(-ego_yaw)
+        boxes = []
+        for ann in self.annotations.get(sample_token, []):
+            if "vehicle" not in self.category(ann):
+                continue
+            if ann["visibility_token"] not in self.tables["visibility"]:
+                raise DataError(f"annotation {ann['token']} has unknown visibility token {ann['visibility_token']!r}")
+            center = to_ego @ (torch.tensor(ann["translation"], dtype=torch.float64) - ego_t)
+            yaw = quaternion_yaw(torch.tensor(ann["rotation"], dtype=torch.float64)) - ego_yaw
+            boxes.append(
+                (center[:2], torch.tensor(ann["size"][:2], dtype=torch.float64), yaw, int(ann["visibility_token"]))
+            )
+        return stack_boxes(boxes)
+
+
+def stack_boxes(
+    boxes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(centre, (w, l), yaw, visibility token) per box → centres (K, 2), sizes (K, 2), yaws (K,), tokens (K,)."""
+    if not boxes:
+        empty = torch.zeros(0, 2)
+        return empty, empty, torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    centers, sizes, yaws, tokens = zip(*boxes, strict=True)
+    yaw = torch.stack([torch.as_tensor(y, dtype=torch.float64) for y in yaws])
+    yaw = torch.atan2(torch.sin(yaw), torch.cos(yaw))  # wrap to (−π, π]
+    return (
+        torch.stack(centers).float(),
+        torch.stack(sizes).float(),
+        yaw.float(),
+        torch.tensor(tokens, dtype=torch.long),
+    )
+
+
+class DevkitReader:
+    """The same records as :class:`NuScenesTables`, read through ``nuscenes-devkit`` (optional dependency).
+
+    Args:
+        root: dataset root.
+        version: metadata version folder.
+
+    Raises:
+        DataError: the devkit is not installed.
+    """
+
+    def __init__(self, root: str | Path, version: str = "v1.0-trainval") -> None:
+        try:
+            from nuscenes.nuscenes import NuScenes  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise DataError(
+                "backend='devkit' needs nuscenes-devkit (pip install nuscenes-devkit); or use backend='json'"
+            ) from exc
+        self.root = Path(root)
+        self.version = version
+        self.nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
+
+    def samples_of_scenes(self, scene_names: tuple[str, ...] | list[str], strict: bool = True) -> list[str]:
+        """Keyframe sample tokens of the named scenes, in scene order then time order."""
+        by_name = {rec["name"]: rec for rec in self.nusc.scene}
+        missing = [name for name in scene_names if name not in by_name]
+        if (missing and strict) or len(missing) == len(scene_names):
+            raise DataError(f"scenes {missing[:3]} are not in the tables; check the version and the split")
+        tokens: list[str] = []
+        for name in (n for n in scene_names if n in by_name):
+            token = by_name[name]["first_sample_token"]
+            while token:
+                tokens.append(token)
+                token = self.nusc.get("sample", token)["next"]
+        return tokens
+
+    def calibration(
+        self, sample_token: str, cameras: tuple[str, ...]
+    ) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image paths, intrinsics, camera-to-ego rotations (pyquaternion) and translations of the cameras."""
+        from pyquaternion import Quaternion  # type: ignore[import-not-found]
+
+        sample = self.nusc.get("sample", sample_token)
+        paths, ks, rots, trans = [], [], [], []
+        for cam in cameras:
+            if cam not in sample["data"]:
+                raise DataError(f"sample {sample_token} has no keyframe for {cam}")
+            record = self.nusc.get("sample_data", sample["data"][cam])
+            calib = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+            paths.append(self.nusc.get_sample_data_path(record["token"]))
+            ks.append(torch.tensor(np.asarray(calib["camera_intrinsic"]), dtype=torch.float32))
+            rots.append(torch.tensor(Quaternion(calib["rotation"]).rotation_matrix, dtype=torch.float32))
+            trans.append(torch.tensor(calib["translation"], dtype=torch.float32))
+        return paths, torch.stack(ks), torch.stack(rots), torch.stack(trans)
+
+    def vehicle_boxes(self, sample_token: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Vehicle boxes moved by the devkit's ``Box`` into the yaw-only LIDAR_TOP ego frame."""
+        from nuscenes.utils.data_classes import Box  # type: ignore[import-not-found]
+        from pyquaternion import Quaternion  # type: ignore[import-not-found]
+
+        sample = self.nusc.get("sample", sample_token)
+        if "LIDAR_TOP" not in sample["data"]:
+            raise DataError(f"sample {sample_token} has no LIDAR_TOP keyframe (its ego pose defines the BEV frame)")
+        pose = self.nusc.get("ego_pose", self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+        yaw_only = Quaternion(axis=[0.0, 0.0, 1.0], angle=-Quaternion(pose["rotation"]).yaw_pitch_roll[0])
+        boxes = []
+        for token in sample["anns"]:
+            ann = self.nusc.get("sample_annotation", token)
+            if "vehicle" not in ann["category_name"]:
+                continue
+            box = Box(ann["translation"], ann["size"], Quaternion(ann["rotation"]))
+            box.translate(-np.asarray(pose["translation"], dtype=np.float64))
+            box.rotate(yaw_only)
+            boxes.append(
+                (
+                    torch.tensor(box.center[:2], dtype=torch.float64),
+                    torch.tensor(box.wlh[:2], dtype=torch.float64),
+                    torch.tensor(box.orientation.yaw_pitch_roll[0], dtype=torch.float64),
+                    int(ann["visibility_token"]),
+                )
+            )
+        return stack_boxes(boxes)
+
 
 def split_scenes(version: str, split: str) -> tuple[str, ...]:
     """Scene names of the official split: mini lists built in, trainval from the devkit when installed."""
@@ -155,7 +318,9 @@ class NuScenesBEV(Dataset):
         grid: the BEV grid (paper: 200 × 200 at 0.5 m).
         transform: image resize and crop.
         cameras: camera channels, in model order.
-        tables: already loaded tables (shared between splits).
+        tables: already loaded tables (shared between splits): a :class:`NuScenesTables` for "json", a
+            :class:`DevkitReader` for "devkit".
+        backend: "json" (our reader of the official tables) or "devkit" (``nuscenes-devkit``, when installed).
     """
 
     def __init__(
@@ -167,16 +332,26 @@ class NuScenesBEV(Dataset):
         grid: BevGrid | None = None,
         transform: ImageTransform | None = None,
         cameras: tuple[str, ...] = CAMERA_NAMES,
-        tables: NuScenesTables | None = None,
+        tables: NuScenesTables | DevkitReader | None = None,
+        backend: Literal["json", "devkit"] = "json",
     ) -> None:
-        self.tables = tables or NuScenesTables(root, version)
+        if backend == "json":
+            self.tables: NuScenesTables | None = (
+                tables if isinstance(tables, NuScenesTables) else NuScenesTables(root, version)
+            )
+            self.reader: NuScenesTables | DevkitReader = self.tables
+        elif backend == "devkit":
+            self.tables = None
+            self.reader = tables if isinstance(tables, DevkitReader) else DevkitReader(root, version)
+        else:
+            raise DataError(f"backend={backend!r} is invalid; use 'json' or 'devkit'")
         self.grid = grid or BevGrid()
         self.transform = transform or ImageTransform()
         self.cameras = cameras
         if scenes:
-            self.tokens = self.tables.samples_of_scenes(scenes)
+            self.tokens = self.reader.samples_of_scenes(scenes)
         else:
-            self.tokens = self.tables.samples_of_scenes(split_scenes(version, split), strict=False)
+            self.tokens = self.reader.samples_of_scenes(split_scenes(version, split), strict=False)
         if not self.tokens:
             raise DataError(f"no keyframe found for split={split!r} in {version}")
 
@@ -185,46 +360,14 @@ class NuScenesBEV(Dataset):
 
     def calibration(self, sample_token: str) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image paths, intrinsics (N, 3, 3), camera-to-ego rotations (N, 3, 3) and translations (N, 3)."""
-        records = self.tables.keyframe_data[sample_token]
-        paths, ks, rots, trans = [], [], [], []
-        for cam in self.cameras:
-            if cam not in records:
-                raise DataError(f"sample {sample_token} has no keyframe for {cam}")
-            calib = self.tables.tables["calibrated_sensor"][records[cam]["calibrated_sensor_token"]]
-            paths.append(str(self.tables.root / records[cam]["filename"]))
-            ks.append(torch.tensor(calib["camera_intrinsic"], dtype=torch.float32))
-            rots.append(quaternion_to_matrix(torch.tensor(calib["rotation"], dtype=torch.float64)).float())
-            trans.append(torch.tensor(calib["translation"], dtype=torch.float32))
-        ks_t, rots_t, trans_t = torch.stack(ks), torch.stack(rots), torch.stack(trans)
-        if not (torch.isfinite(ks_t).all() and torch.isfinite(rots_t).all() and torch.isfinite(trans_t).all()):
+        paths, ks, rots, trans = self.reader.calibration(sample_token, self.cameras)
+        if not (torch.isfinite(ks).all() and torch.isfinite(rots).all() and torch.isfinite(trans).all()):
             raise DataError(f"sample {sample_token} has non-finite calibration")
-        return paths, ks_t, rots_t, trans_t
+        return paths, ks, rots, trans
 
     def vehicle_boxes(self, sample_token: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Vehicle boxes in the yaw-only LIDAR_TOP ego frame: centres (K, 2), (w, l) (K, 2), yaws (K,), tokens (K,)."""
-        lidar = self.tables.keyframe_data[sample_token].get("LIDAR_TOP")
-        if lidar is None:
-            raise DataError(f"sample {sample_token} has no LIDAR_TOP keyframe (its ego pose defines the BEV frame)")
-        pose = self.tables.tables["ego_pose"][lidar["ego_pose_token"]]
-        ego_t = torch.tensor(pose["translation"], dtype=torch.float64)
-        ego_yaw = quaternion_yaw(torch.tensor(pose["rotation"], dtype=torch.float64))
-        to_ego = yaw_matrix(-ego_yaw)
-        centers, sizes, yaws, tokens = [], [], [], []
-        for ann in self.tables.annotations.get(sample_token, []):
-            if "vehicle" not in self.tables.category(ann):
-                continue
-            center = to_ego @ (torch.tensor(ann["translation"], dtype=torch.float64) - ego_t)
-            centers.append(center[:2])
-            sizes.append(torch.tensor(ann["size"][:2], dtype=torch.float64))
-            yaws.append(quaternion_yaw(torch.tensor(ann["rotation"], dtype=torch.float64)) - ego_yaw)
-            if ann["visibility_token"] not in self.tables.tables["visibility"]:
-                raise DataError(f"annotation {ann['token']} has unknown visibility token {ann['visibility_token']!r}")
-            tokens.append(int(ann["visibility_token"]))
-        if not centers:
-            empty = torch.zeros(0, 2)
-            return empty, empty, torch.zeros(0), torch.zeros(0, dtype=torch.long)
-        return (torch.stack(centers).float(), torch.stack(sizes).float(), torch.stack(yaws).float(),
-                torch.tensor(tokens, dtype=torch.long))
+        return self.reader.vehicle_boxes(sample_token)
 
     def positive_fraction(self, count: int = 16) -> float:
         """Fraction of vehicle cells over the first ``count`` keyframes (annotations only; no image is read).

@@ -100,8 +100,12 @@ def camera_rig(config: WorldConfig) -> tuple[torch.Tensor, torch.Tensor, torch.T
     k = torch.stack([pinhole_intrinsics(config.image_width, config.image_height, f) for f in config.camera_hfov_deg])
     rot = camera_rotation(yaws)
     trans = torch.stack(
-        [config.camera_offset * torch.cos(yaws), config.camera_offset * torch.sin(yaws),
-         torch.full_like(yaws, config.camera_height)], dim=-1
+        [
+            config.camera_offset * torch.cos(yaws),
+            config.camera_offset * torch.sin(yaws),
+            torch.full_like(yaws, config.camera_height),
+        ],
+        dim=-1,
     )
     return k, rot, trans
 
@@ -137,9 +141,7 @@ def sample_boxes(config: WorldConfig, generator: torch.Generator) -> Boxes:
     )
 
 
-def ray_box_hits(
-    origins: torch.Tensor, dirs: torch.Tensor, boxes: Boxes
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ray_box_hits(origins: torch.Tensor, dirs: torch.Tensor, boxes: Boxes) -> tuple[torch.Tensor, torch.Tensor]:
     """Slab test of P rays against K oriented boxes.
 
     Args:
@@ -157,12 +159,20 @@ def ray_box_hits(
     c, s = torch.cos(boxes.yaw), torch.sin(boxes.yaw)
     rel = origins[:, None, :2] - boxes.center[None]
     o_local = torch.stack(
-        [rel[..., 0] * c + rel[..., 1] * s, -rel[..., 0] * s + rel[..., 1] * c,
-         origins[:, None, 2].expand(-1, k) - boxes.size[:, 2] / 2], dim=-1
+        [
+            rel[..., 0] * c + rel[..., 1] * s,
+            -rel[..., 0] * s + rel[..., 1] * c,
+            origins[:, None, 2].expand(-1, k) - boxes.size[:, 2] / 2,
+        ],
+        dim=-1,
     )
     d_local = torch.stack(
-        [dirs[:, None, 0] * c + dirs[:, None, 1] * s, -dirs[:, None, 0] * s + dirs[:, None, 1] * c,
-         dirs[:, None, 2].expand(-1, k)], dim=-1
+        [
+            dirs[:, None, 0] * c + dirs[:, None, 1] * s,
+            -dirs[:, None, 0] * s + dirs[:, None, 1] * c,
+            dirs[:, None, 2].expand(-1, k),
+        ],
+        dim=-1,
     )
     half = torch.stack([boxes.size[:, 1], boxes.size[:, 0], boxes.size[:, 2]], dim=-1) / 2  # (K, 3) l, w, h
     safe = torch.where(d_local.abs() < 1e-9, torch.full_like(d_local, 1e-9), d_local)
@@ -229,8 +239,12 @@ def render_scene(config: WorldConfig, boxes: Boxes, generator: torch.Generator |
         yaw = boxes.yaw[first]
         normal_local = torch.nn.functional.one_hot(ax, 3).float()
         normal = torch.stack(
-            [normal_local[:, 0] * torch.cos(yaw) - normal_local[:, 1] * torch.sin(yaw),
-             normal_local[:, 0] * torch.sin(yaw) + normal_local[:, 1] * torch.cos(yaw), normal_local[:, 2]], dim=-1
+            [
+                normal_local[:, 0] * torch.cos(yaw) - normal_local[:, 1] * torch.sin(yaw),
+                normal_local[:, 0] * torch.sin(yaw) + normal_local[:, 1] * torch.cos(yaw),
+                normal_local[:, 2],
+            ],
+            dim=-1,
         )
         lambert = 0.35 + 0.65 * (normal @ light).abs()
         box_color = boxes.color[first] * lambert[:, None]
