@@ -13,6 +13,7 @@ from frugalvision.methods.deit3.augment import (
     adjust_saturation,
     color_jitter,
     crop_resize,
+    equalize,
     eval_resize,
     gaussian_blur,
     grayscale,
@@ -141,3 +142,24 @@ def test_randaugment_and_random_erasing_shapes_and_rates() -> None:
     z = random_erasing(torch.zeros(2000, 1, 16, 16), prob=0.25, generator=g)
     erased = (z != 0).flatten(1).any(1).float().mean().item()
     assert erased == pytest.approx(0.25, abs=0.04)
+
+
+def test_equalize_closed_form_and_pil() -> None:
+    # Closed form: 4 pixels at levels 10, 10, 20, 30 -> h = {10: 2, 20: 1, 30: 1}, step = (4 - 1) // 255 = 0: identity.
+    tiny = torch.tensor([10.0, 10.0, 20.0, 30.0]).view(1, 1, 2, 2) / 255
+    torch.testing.assert_close(equalize(tiny), tiny)
+    # 512 pixels, half at 50 and half at 100: step = (512 - 256) // 255 = 1, lut[v] = 0 + #pixels below v.
+    half = torch.cat([torch.full((256,), 50.0), torch.full((256,), 100.0)]).view(1, 1, 16, 32) / 255
+    expected = torch.cat([torch.zeros(256), torch.full((256,), 255.0)]).view(1, 1, 16, 32) / 255
+    torch.testing.assert_close(equalize(half), expected)
+    # Against PIL's ImageOps.equalize (timm's Equalize op), per channel, on skewed random images.
+    np = pytest.importorskip("numpy")
+    from PIL import Image, ImageOps
+
+    g = torch.Generator().manual_seed(0)
+    for power in (1, 3):
+        x = (torch.rand(4, 3, 20, 20, generator=g) ** power * 255).round().to(torch.uint8)
+        ours = (equalize(x.float() / 255) * 255).round().to(torch.uint8)
+        for i in range(len(x)):
+            ref = np.array(ImageOps.equalize(Image.fromarray(x[i].permute(1, 2, 0).numpy())))
+            assert torch.equal(ours[i], torch.from_numpy(ref).permute(2, 0, 1))

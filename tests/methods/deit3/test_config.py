@@ -9,6 +9,7 @@ import yaml
 
 from frugalvision.config_io import config_from_dict, config_to_dict
 from frugalvision.errors import ConfigError
+from frugalvision.methods.deit3 import config as config_module
 from frugalvision.methods.deit3.config import (
     ARMS,
     Deit3Config,
@@ -17,11 +18,19 @@ from frugalvision.methods.deit3.config import (
     paper,
     paper_in1k,
     paper_in21k,
+    paper_in21k_to_1k,
     smoke,
     standard,
 )
 
-PRESET_MAKERS = [smoke, standard, paper, lambda: paper_in1k("huge", 224), lambda: paper_in21k("large")]
+PRESET_MAKERS = [
+    smoke,
+    standard,
+    paper,
+    lambda: paper_in1k("huge", 224),
+    lambda: paper_in21k("large"),
+    lambda: paper_in21k_to_1k("base", init_weights="in21k.safetensors"),
+]
 
 
 @pytest.mark.parametrize("make", PRESET_MAKERS)
@@ -108,3 +117,43 @@ def test_validation_messages() -> None:
         bad.validate()
     with pytest.raises(ConfigError, match="repeated_aug"):
         StageConfig(repeated_aug=0).validate("s")
+
+
+@pytest.mark.parametrize("size,dp", [("small", 0.05), ("base", 0.15), ("large", 0.4), ("huge", 0.45)])
+def test_in21k_to_1k_finetune_preset_matches_official_settings(size: str, dp: float) -> None:
+    c = paper_in21k_to_1k(size, init_weights="w.safetensors")
+    s = c.deit3.pretrain
+    assert c.dataset == "imagenet" and c.arms == ("deit3",) and c.deit3.finetune is None
+    assert c.init_weights == "w.safetensors" and c.reset_head
+    assert (s.optimizer, s.lr, s.lr_scaling, s.weight_decay, s.drop_path) == ("lamb", 3e-4, "none", 0.02, dp)
+    assert (s.loss, s.smoothing, s.mixup_alpha, s.cutmix_alpha, s.crop, s.augment) == (
+        "ce",
+        0.1,
+        0.0,
+        1.0,
+        "src",
+        "three_augment",
+    )
+    assert s.repeated_aug == 1 and s.img_size == 224 and s.random_erasing == 0 and c.deit3.eval_crop_ratio == 1.0
+    assert c.steps == 50 * (1281167 // 2048)
+
+
+def test_21k_ft_preset_needs_init_weights() -> None:
+    c = config_module.paper_21k_ft()
+    assert c.preset == "paper_21k_ft" and c.deit3.pretrain.lr == 3e-4
+    with pytest.raises(ConfigError, match="init-weights"):
+        c.validate()
+    c.init_weights = "w.safetensors"
+    c.validate()
+
+
+def test_file_list_validation() -> None:
+    c = paper()
+    c.file_list.train = "train.csv"
+    with pytest.raises(ConfigError, match="file_list.val"):
+        c.validate()
+    c.file_list.val = "val.csv"
+    c.validate()
+    c.dataset = "fashion-mnist"
+    with pytest.raises(ConfigError, match="imagenet"):
+        c.validate()

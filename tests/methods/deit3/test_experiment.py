@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from frugalvision.engine import Engine, FabricConfig
+from frugalvision.engine import Engine, FabricConfig, save_weights
 from frugalvision.methods.deit3 import experiment
-from frugalvision.methods.deit3.config import arm_recipe, smoke
+from frugalvision.methods.deit3.config import arm_recipe, paper_in21k_to_1k, smoke
 from frugalvision.methods.deit3.data import load_colour_sets
 from frugalvision.methods.deit3.losses import mixed_bce_loss
 from frugalvision.methods.deit3.model import resize_vit
-from frugalvision.methods.deit3.task import Deit3Task
+from frugalvision.methods.deit3.task import Deit3Task, build_model
 
 
 def test_finetune_stage_starts_from_resized_low_res_model_and_ra_order() -> None:
@@ -154,3 +154,45 @@ def test_stability_study_smoke_and_rule(tmp_path) -> None:
     assert v(rows([(1, 0.1), (0, 0.5)], [(0, 0.5), (0, 0.5)])) == "not supported"
     assert v(rows([(0, 0.6), (0, 0.7)], [(0, 0.5), (0, 0.5)])) == "supported"
     assert v(rows([(0, 0.5), (0, 0.5)], [(0, 0.5), (0, 0.5)])) == "inconclusive"
+
+
+def test_file_list_mode_and_21k_to_1k_finetune_on_a_fixture(tmp_path) -> None:
+    """CSV file lists instead of folders; the 21k -> 1k preset starts from the 21k weights with a new head."""
+    write_folder(tmp_path / "img", ["n01", "n02", "n10"])
+    files = sorted((tmp_path / "img").rglob("*.png"))
+    names = ["n01", "n02", "n10"]
+    (tmp_path / "train.csv").write_text(
+        "path,label\n" + "".join(f"img/{f.parent.name}/{f.name},{f.parent.name}\n" for f in files)
+    )
+    (tmp_path / "val.csv").write_text(
+        "".join(f"img/{f.parent.name}/{f.name},{names.index(f.parent.name)}\n" for f in files[::4])
+    )
+    # the "21k" model: same ViT, 5 classes; its head must be replaced by a 3-class one
+    config = paper_in21k_to_1k("small", init_weights=str(tmp_path / "in21k.safetensors"))
+    config.model = smoke().model
+    config.out, config.file_list.train, config.file_list.val = (
+        str(tmp_path / "out"),
+        str(tmp_path / "train.csv"),
+        str(tmp_path / "val.csv"),
+    )
+    config.steps, config.batch_size, config.num_workers, config.eval_every = 2, 4, 0, 0
+    config.progress, config.threads = False, 1
+    config.deit3.pretrain.img_size = 16
+    recipe = config.deit3
+    torch.manual_seed(0)
+    source = build_model(config.model, recipe, recipe.pretrain, 5, 3)
+    save_weights(source.state_dict(), config.init_weights)
+    data = experiment.folder_data(experiment.file_list_sets(config.file_list.train, {"val": config.file_list.val}))
+    assert data.classes == names and data.num_classes == 3
+    start = experiment.initial_model(config, recipe, data, seed=0)
+    assert start.head.out_features == 3
+    for key, value in start.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(value, source.state_dict()[key]), key
+    doc = experiment.run(config)
+    assert doc["dataset"] == "imagenet" and doc["rows"][0]["name"] == "deit3"
+    task = Deit3Task(config.model, recipe, recipe.pretrain, data.train, data.evals, 3, 16, classes=data.classes)
+    val = task.eval_datasets()["val"]
+    by_file = {path.name + path.parent.name: label for path, label in val.dataset.samples}
+    assert by_file == {f.name + f.parent.name: names.index(f.parent.name) for f in files[::4]}
+    assert task.train_dataset()[0][0].shape == (3, 16, 16)

@@ -12,9 +12,13 @@ from timm.layers.drop import calculate_drop_path_rates
 from frugalvision.errors import ConfigError
 from frugalvision.methods.deit3.model import (
     VIT_PRESETS,
+    SkipDropPathBlock,
+    _skip_residual,
     build_vit,
     drop_path_rates,
+    fold_layer_scale,
     interpolate_pos_embed,
+    load_pretrained,
     official_to_timm,
     resize_vit,
     set_drop_path,
@@ -94,7 +98,7 @@ def test_layerscale_block_equals_hand_computation() -> None:
         a = torch.softmax(q @ k.transpose(-2, -1) / 16**0.5, dim=-1) @ v
         a = F.linear(a.transpose(1, 2).reshape(3, 17, 32), attn.proj.weight, attn.proj.bias)
         y = x + block.ls1.gamma * a
-        m = block.mlp.fc2(F.gelu(block.mlp.fc1(block.norm2(y))))
+        m = F.linear(F.gelu(block.mlp.fc1(block.norm2(y))), block.mlp.fc2.weight, block.mlp.fc2.bias)  # raw weights
         expected = y + block.ls2.gamma * m
         torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
 
@@ -205,3 +209,78 @@ def test_bad_sizes_raise_config_error() -> None:
         build_vit(None, img_size=15, patch_size=4, embed_dim=8, depth=1, num_heads=1)
     with pytest.raises(ConfigError):
         build_vit(None, img_size=16)
+
+
+def test_load_pretrained_keeps_a_new_head_and_interpolates_positions() -> None:
+    torch.manual_seed(0)
+    src = build_vit(None, img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=7)
+    state = timm_to_official(src.state_dict())  # official key names load too
+    torch.manual_seed(1)
+    dst = build_vit(None, img_size=20, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=3)
+    head = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("head.")}
+    load_pretrained(dst, state)
+    for key, value in dst.state_dict().items():
+        if key.startswith("head."):
+            assert torch.equal(value, head[key])  # the new 3-class head, untouched
+        elif key == "pos_embed":
+            torch.testing.assert_close(value, interpolate_pos_embed(src.pos_embed.data, (5, 5)))
+        else:
+            assert torch.equal(value, src.state_dict()[key]), key
+    same = build_vit(None, img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=7)
+    load_pretrained(same, src.state_dict(), reset_head=False)
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(same.eval()(x), src.eval()(x), rtol=0, atol=0)
+    no_ls = build_vit(None, img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, layer_scale_init=None)
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_pretrained(no_ls, src.state_dict())
+
+
+def test_folded_layer_scale_same_function_gradients_and_keys() -> None:
+    torch.manual_seed(0)
+    folded = tiny(layer_scale_init=0.3, drop_rate=0.1)
+    plain = tiny(layer_scale_init=0.3, drop_rate=0.1, fast_blocks=False)
+    plain.load_state_dict(folded.state_dict())
+    assert list(folded.state_dict()) == list(plain.state_dict())
+    assert isinstance(plain.blocks[0].ls1, timm.layers.LayerScale)
+    assert type(plain.blocks[0].attn.proj) is torch.nn.Linear
+    with torch.no_grad():
+        for a, b in zip(folded.blocks, plain.blocks):
+            for g in (torch.linspace(-1, 1, 32), torch.linspace(2, -0.5, 32)):
+                a.ls1.gamma.copy_(g), b.ls1.gamma.copy_(g), a.ls2.gamma.copy_(-g), b.ls2.gamma.copy_(-g)
+    x = torch.randn(4, 3, 16, 16)
+    outs = []
+    for model in (folded, plain):
+        torch.manual_seed(1)  # same dropout masks: dropout commutes with the per-channel scale
+        out = model.train()(x)
+        out.square().sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(folded.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    moved = resize_vit(folded, 20)  # deep copies keep each Linear tied to its own block's gamma
+    assert moved.blocks[1].mlp.fc2._scale is moved.blocks[1].ls2 and moved.blocks[1].ls2 is not folded.blocks[1].ls2
+    assert fold_layer_scale(tiny(layer_scale_init=None)).blocks[0].attn.proj.__class__ is torch.nn.Linear
+
+
+def test_skipping_drop_path_block_is_per_sample_unbiased_and_exact() -> None:
+    torch.manual_seed(0)
+    model = tiny(drop_path=0.3, layer_scale_init=0.5)
+    block = model.blocks[0]
+    assert isinstance(block, SkipDropPathBlock) and block.drop_path1.drop_prob == 0.3
+    x = torch.randn(1, 17, 32).expand(4000, -1, -1).contiguous()
+    with torch.no_grad():
+        attn = block.ls1(block.attn(block.norm1(x[:1])))
+        kept = x[:1] + attn / 0.7
+        torch.manual_seed(1)
+        y = _skip_residual(x, lambda t: block.ls1(block.attn(block.norm1(t))), block.drop_path1)
+    dropped = torch.isclose(y, x, atol=1e-7).flatten(1).all(1)
+    on = torch.isclose(y, kept.expand_as(y), atol=1e-5).flatten(1).all(1)
+    assert torch.all(dropped ^ on)  # each sample: exactly the skipped residual or x + branch / keep_prob
+    assert float(dropped.float().mean()) == pytest.approx(0.3, abs=3 * (0.3 * 0.7 / 4000) ** 0.5)
+    torch.testing.assert_close(y.mean(0), (x[:1] + attn)[0], atol=0.05, rtol=0)  # unbiased
+    ref = tiny(drop_path=0.3, layer_scale_init=0.5, fast_blocks=False)
+    ref.load_state_dict(model.state_dict())
+    z = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(model.eval()(z), ref.eval()(z), rtol=1e-5, atol=1e-6)  # eval: no stochastic depth
+    set_drop_path(model, 0.0)
+    torch.testing.assert_close(model.train()(z), ref.eval()(z), rtol=1e-5, atol=1e-6)  # p = 0: plain residuals

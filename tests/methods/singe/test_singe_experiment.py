@@ -27,7 +27,8 @@ def test_classify_and_verdict_rule() -> None:
 
 
 def test_presets_validate_and_bad_fields_raise() -> None:
-    assert set(experiment.PRESETS) == {"smoke", "standard", "paper", "paper_cifar10"} and experiment.STUDIES == ("variants",)
+    assert set(experiment.PRESETS) == {"smoke", "standard", "paper", "paper_cifar10"}
+    assert experiment.STUDIES == ("variants",)
     for make in experiment.PRESETS.values():
         make().validate()
     for change in (

@@ -2,6 +2,7 @@
 
 from frugalvision.methods.deit3.augment import (
     color_jitter,
+    equalize,
     gaussian_blur,
     grayscale,
     rand_augment_lite,
@@ -20,12 +21,16 @@ from frugalvision.methods.deit3.losses import (
 )
 from frugalvision.methods.deit3.model import (
     VIT_PRESETS,
+    SkipDropPathBlock,
     build_vit,
     drop_path_rates,
+    fold_layer_scale,
     interpolate_pos_embed,
+    load_pretrained,
     official_to_timm,
     resize_vit,
     set_drop_path,
+    skip_dropped_samples,
     timm_to_official,
 )
 from frugalvision.methods.deit3.optim import build_optimizer, scale_lr
@@ -34,14 +39,18 @@ from frugalvision.methods.deit3.sampler import repeated_aug_order
 __all__ = [
     "VIT_PRESETS",
     "MixedBatch",
+    "SkipDropPathBlock",
     "binarize_targets",
     "build_optimizer",
     "build_vit",
     "color_jitter",
     "drop_path_rates",
+    "equalize",
+    "fold_layer_scale",
     "gaussian_blur",
     "grayscale",
     "interpolate_pos_embed",
+    "load_pretrained",
     "mix_batch",
     "mixed_bce_loss",
     "official_to_timm",
@@ -53,6 +62,7 @@ __all__ = [
     "scale_lr",
     "set_drop_path",
     "simple_random_crop",
+    "skip_dropped_samples",
     "soft_target_cross_entropy",
     "solarize",
     "three_augment",

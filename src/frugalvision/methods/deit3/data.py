@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from frugalvision.data.arrays import ImageArrays
+from frugalvision.data.folders import ImageFolderDataset
 from frugalvision.data.sources import available_default_source, load_source
 from frugalvision.data.splits import stratified_split, stratified_subset
 from frugalvision.engine.seeding import derive_seed
@@ -139,6 +140,8 @@ class FolderSets:
         classes: class folder names of ``train`` (label = position, as in the sorted layout).
         skip_bad_files: skip corrupt images instead of stopping.
         source: name written in results.json.
+        list_root: file-list mode (``train`` and ``evals`` are ``.csv`` files): folder that relative paths resolve
+            against (None: each CSV's folder).
     """
 
     train: Path
@@ -146,6 +149,7 @@ class FolderSets:
     classes: list[str]
     skip_bad_files: bool = False
     source: str = "imagenet"
+    list_root: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -179,3 +183,35 @@ def find_imagenet(data_root: str | Path, skip_bad_files: bool = False, name: str
     if not evals:
         raise DataError(f"no evaluation folder next to {train}; fix: add {base / 'val'}/<wnid>/<image>")
     return FolderSets(train=train, evals=evals, classes=classes, skip_bad_files=skip_bad_files, source=name)
+
+
+def csv_classes(csv_path: str | Path, root: str | Path | None = None) -> list[str]:
+    """Class names of a ``path,label`` file list, as :meth:`ImageFolderDataset.from_csv` assigns them."""
+    return ImageFolderDataset.from_csv(csv_path, root).classes
+
+
+def file_list_sets(
+    train: str | Path,
+    evals: dict[str, str | Path],
+    root: str | Path | None = None,
+    skip_bad_files: bool = False,
+    name: str = "imagenet",
+) -> FolderSets:
+    """Image sets given as ``path,label`` CSV file lists (train, and named evaluation lists).
+
+    Raises:
+        DataError: a list is missing, malformed, or names a file that does not exist.
+    """
+    files = {"train": Path(train).expanduser(), **{k: Path(v).expanduser() for k, v in evals.items()}}
+    for key, path in files.items():
+        if not path.is_file():
+            raise DataError(f"file list {key}={path} does not exist; fix: pass a CSV with path,label rows")
+    list_root = Path(root).expanduser() if root is not None else None
+    return FolderSets(
+        train=files.pop("train"),
+        evals=files,
+        classes=csv_classes(train, list_root),
+        skip_bad_files=skip_bad_files,
+        source=name,
+        list_root=list_root,
+    )

@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from frugalvision.config_io import save_config
 from frugalvision.data.arrays import ImageArrays
-from frugalvision.engine import Engine
+from frugalvision.engine import Engine, load_weights
+from frugalvision.engine.seeding import derive_seed
 from frugalvision.errors import ConfigError, TrainingDivergedError
 from frugalvision.experiment import apply_threads
 from frugalvision.methods.deit3.config import PRESET_FNS, Deit3Config, RecipeConfig, StageConfig, arm_recipe
-from frugalvision.methods.deit3.data import ColourSets, FolderSets, find_imagenet, load_colour_sets
+from frugalvision.methods.deit3.data import ColourSets, FolderSets, file_list_sets, find_imagenet, load_colour_sets
+from frugalvision.methods.deit3.model import load_pretrained
 from frugalvision.methods.deit3.task import Deit3Task, build_model, forward_flops
 from frugalvision.registry import get_method
 from frugalvision.report.schema import make_results, paired_difference, write_results
@@ -62,6 +65,7 @@ class ExperimentData:
         classes: training class names (folder mode).
         skip_bad_files: folder mode: skip corrupt images.
         description: one line for the notes.
+        list_root: file-list mode: folder that relative paths in the CSVs resolve against.
     """
 
     train: ImageArrays | Path
@@ -73,13 +77,18 @@ class ExperimentData:
     classes: list[str] | None = None
     skip_bad_files: bool = False
     description: str = ""
+    list_root: Path | None = None
 
 
 def colour_data(sets: ColourSets) -> ExperimentData:
     """The offline ColourFashion sets as experiment data (headline: clean test top-1)."""
     return ExperimentData(
-        train=sets.train, evals={"test": sets.test, "val": sets.val, "hue": sets.test_hue, "blur": sets.test_blur},
-        num_classes=sets.num_classes, in_chans=sets.train.image_shape[0], source=sets.source, primary="test",
+        train=sets.train,
+        evals={"test": sets.test, "val": sets.val, "hue": sets.test_hue, "blur": sets.test_blur},
+        num_classes=sets.num_classes,
+        in_chans=sets.train.image_shape[0],
+        source=sets.source,
+        primary="test",
         description=f"ColourFashion from {sets.source} ({len(sets.train)} train / {len(sets.val)} val / "
         f"{len(sets.test)} test, RGB tinted; hue = held-out tint band, blur = Gaussian sigma 1)",
     )
@@ -88,8 +97,15 @@ def colour_data(sets: ColourSets) -> ExperimentData:
 def folder_data(sets: FolderSets) -> ExperimentData:
     """ImageNet-style class folders as experiment data (headline: val top-1; V2 when present)."""
     return ExperimentData(
-        train=sets.train, evals=dict(sets.evals), num_classes=sets.num_classes, in_chans=3, source=sets.source,
-        primary="val", classes=sets.classes, skip_bad_files=sets.skip_bad_files,
+        train=sets.train,
+        evals=dict(sets.evals),
+        num_classes=sets.num_classes,
+        in_chans=3,
+        source=sets.source,
+        primary="val",
+        classes=sets.classes,
+        skip_bad_files=sets.skip_bad_files,
+        list_root=sets.list_root,
         description=f"{sets.source} folders: train {sets.train}, evaluation {', '.join(map(str, sets.evals.values()))}",
     )
 
@@ -116,6 +132,20 @@ def arm_steps(config: Deit3Config, arm: str, data: ExperimentData) -> int:
     return max(1, int(math.floor(budget / per_step)))
 
 
+def initial_model(config: Deit3Config, recipe: RecipeConfig, data: ExperimentData, seed: int) -> nn.Module | None:
+    """The model an arm starts from: None (fresh, built by the engine after seeding), or ``config.init_weights``.
+
+    With pre-trained weights (e.g. the ImageNet-21k model of the 21k -> 1k fine-tune) the ViT is built at the
+    first stage's size with this data's number of classes, the checkpoint loaded into it (official or timm keys,
+    position table interpolated) and, with ``reset_head``, a freshly initialised head of ``seed`` kept.
+    """
+    if config.init_weights is None:
+        return None
+    torch.manual_seed(derive_seed("deit3-head", seed))
+    model = build_model(config.model, recipe, recipe.pretrain, data.num_classes, data.in_chans)
+    return load_pretrained(model, load_weights(config.init_weights), reset_head=config.reset_head)
+
+
 def train_arm(
     engine: Engine, config: Deit3Config, arm: str, seed: int, data: ExperimentData
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -124,34 +154,56 @@ def train_arm(
     steps = arm_steps(config, arm, data)
     plan = stage_plan(recipe, steps)
     final_size = plan[-1][0].img_size
-    model: nn.Module | None = None
+    model = initial_model(config, recipe, data, seed)
     wall = 0.0
     metrics: dict[str, dict[str, float]] = {}
     run_root = config.method_dir(NAME) / "runs" / f"{arm}-seed{seed}"
     for index, (stage, stage_steps) in enumerate(plan):
         last = index == len(plan) - 1
-        task = Deit3Task(config.model, recipe, stage, data.train, data.evals if last else {}, data.num_classes,
-                         final_size, init_model=model, classes=data.classes, skip_bad_files=data.skip_bad_files)
+        task = Deit3Task(
+            config.model,
+            recipe,
+            stage,
+            data.train,
+            data.evals if last else {},
+            data.num_classes,
+            final_size,
+            init_model=model,
+            classes=data.classes,
+            skip_bad_files=data.skip_bad_files,
+            list_root=data.list_root,
+        )
         loop = task.loop_config(
-            stage_steps, config.batch_size, seed=seed * 1000 + index, world_size=engine.world_size,
-            num_workers=config.num_workers, eval_every=config.eval_every if last else 0, log_every=50,
+            stage_steps,
+            config.batch_size,
+            seed=seed * 1000 + index,
+            world_size=engine.world_size,
+            num_workers=config.num_workers,
+            eval_every=config.eval_every if last else 0,
+            log_every=50,
         )
         stage_dir = run_root / f"stage{index}"
-        fit = engine.fit(task, loop, run_dir=stage_dir if config.resume else None,
-                         resume=config.resume and (stage_dir / "checkpoints").exists(),
-                         desc=f"{arm} s{seed} stage{index}")
+        fit = engine.fit(
+            task,
+            loop,
+            run_dir=stage_dir if config.resume else None,
+            resume=config.resume and (stage_dir / "checkpoints").exists(),
+            desc=f"{arm} s{seed} stage{index}",
+        )
         model = fit.model
         wall += fit.wall_s
         metrics = fit.metrics
     assert model is not None
     row = {"top1": metrics[data.primary]["top1"], "nll": metrics[data.primary]["nll"]}
     row.update({f"top1_{name}": values["top1"] for name, values in metrics.items() if name != data.primary})
-    row.update({
-        "train_gflops": train_flops(config, recipe, plan, data) / 1e9,
-        "steps": float(sum(s for _, s in plan)),
-        "train_s": wall,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-    })
+    row.update(
+        {
+            "train_gflops": train_flops(config, recipe, plan, data) / 1e9,
+            "steps": float(sum(s for _, s in plan)),
+            "train_s": wall,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        }
+    )
     return model, row
 
 
@@ -189,8 +241,10 @@ STABILITY_RULE = (
 
 def stability_verdict(rows: list[dict[str, Any]]) -> str:
     """Apply :data:`STABILITY_RULE`."""
-    div = {name: sum(r["metrics"]["diverged"] for r in rows if r["name"] == name)
-           for name in ("layerscale", "no_layerscale")}
+    div = {
+        name: sum(r["metrics"]["diverged"] for r in rows if r["name"] == name)
+        for name in ("layerscale", "no_layerscale")
+    }
     if div["layerscale"] != div["no_layerscale"]:
         return "supported" if div["layerscale"] < div["no_layerscale"] else "not supported"
     diffs = paired_difference(rows, "top1", "no_layerscale", "layerscale")
@@ -210,17 +264,35 @@ def run_stability(config: Deit3Config, data: ExperimentData, engine: Engine, sta
     """
     st = config.stability
     model_cfg = dataclasses.replace(config.model, preset="custom", depth=st.depth)
-    stage = dataclasses.replace(config.deit3.pretrain, img_size=config.deit3.finetune.img_size
-                                if config.deit3.finetune else config.deit3.pretrain.img_size,
-                                lr=config.deit3.pretrain.lr * st.lr_multiplier)
+    stage = dataclasses.replace(
+        config.deit3.pretrain,
+        img_size=config.deit3.finetune.img_size if config.deit3.finetune else config.deit3.pretrain.img_size,
+        lr=config.deit3.pretrain.lr * st.lr_multiplier,
+    )
     rows = []
     for seed in config.seeds:
         for name, layer_scale in (("layerscale", True), ("no_layerscale", False)):
             recipe = dataclasses.replace(config.deit3, layer_scale=layer_scale, finetune=None)
-            task = Deit3Task(model_cfg, recipe, stage, data.train, {data.primary: data.evals[data.primary]},
-                             data.num_classes, stage.img_size, classes=data.classes)
-            loop = task.loop_config(st.steps, config.batch_size, seed=seed, world_size=engine.world_size,
-                                    num_workers=config.num_workers, log_every=max(1, st.steps // 10))
+            task = Deit3Task(
+                model_cfg,
+                recipe,
+                stage,
+                data.train,
+                {data.primary: data.evals[data.primary]},
+                data.num_classes,
+                stage.img_size,
+                classes=data.classes,
+                skip_bad_files=data.skip_bad_files,
+                list_root=data.list_root,
+            )
+            loop = task.loop_config(
+                st.steps,
+                config.batch_size,
+                seed=seed,
+                world_size=engine.world_size,
+                num_workers=config.num_workers,
+                log_every=max(1, st.steps // 10),
+            )
             try:
                 fit = engine.fit(task, loop, desc=f"stability {name} s{seed}")
                 losses = [h["loss"] for h in fit.history if "loss" in h]
@@ -231,11 +303,23 @@ def run_stability(config: Deit3Config, data: ExperimentData, engine: Engine, sta
                 diverged, top1, final_loss = True, 1.0 / data.num_classes, -1.0
             if diverged:
                 top1 = 1.0 / data.num_classes
-            rows.append({"name": name, "seed": seed,
-                         "metrics": {"diverged": float(diverged), "top1": top1, "final_loss": final_loss}})
+            rows.append(
+                {
+                    "name": name,
+                    "seed": seed,
+                    "metrics": {"diverged": float(diverged), "top1": top1, "final_loss": final_loss},
+                }
+            )
     doc = make_results(
-        method=NAME, paper=get_method(NAME).paper, preset=config.preset, dataset=data.source, claim=STABILITY_CLAIM,
-        rows=rows, verdict=stability_verdict(rows), verdict_rule=STABILITY_RULE, wall_s=time.perf_counter() - start,
+        method=NAME,
+        paper=get_method(NAME).paper,
+        preset=config.preset,
+        dataset=data.source,
+        claim=STABILITY_CLAIM,
+        rows=rows,
+        verdict=stability_verdict(rows),
+        verdict_rule=STABILITY_RULE,
+        wall_s=time.perf_counter() - start,
         notes=f"study stability: depth {st.depth}, LR {stage.lr:g} ({st.lr_multiplier:g}x the recipe's), "
         f"{st.steps} steps at {stage.img_size} px; final_loss -1 marks a non-finite loss; data: {data.description}",
         primary_metric="top1",
@@ -252,7 +336,12 @@ def run(config: Deit3Config) -> dict[str, Any]:
     """
     config.validate()
     start = time.perf_counter()
-    if config.dataset in ("imagenet", "imagenet21k"):
+    if config.dataset in ("imagenet", "imagenet21k") and config.file_list.train is not None:
+        lists = config.file_list
+        evals = {name: path for name, path in (("val", lists.val), ("v2", lists.v2)) if path is not None}
+        skip = bool(getattr(config, "skip_bad_files", False))
+        data = folder_data(file_list_sets(lists.train, evals, lists.root, skip, name=config.dataset))
+    elif config.dataset in ("imagenet", "imagenet21k"):
         if config.data_root is None:
             raise ConfigError(f"dataset={config.dataset!r} needs --data-root <folder holding {config.dataset}/train>")
         skip = bool(getattr(config, "skip_bad_files", False))
@@ -287,9 +376,16 @@ def run(config: Deit3Config) -> dict[str, Any]:
     if not has_pair:
         notes += " The verdict needs both the deit3 and deit arms."
     doc = make_results(
-        method=NAME, paper=get_method(NAME).paper, preset=config.preset, dataset=data.source, claim=CLAIM, rows=rows,
-        verdict=verdict, verdict_rule=f"{VERDICT_RULE}; sanity floor {config.sanity_floor}",
-        wall_s=time.perf_counter() - start, notes=notes,
+        method=NAME,
+        paper=get_method(NAME).paper,
+        preset=config.preset,
+        dataset=data.source,
+        claim=CLAIM,
+        rows=rows,
+        verdict=verdict,
+        verdict_rule=f"{VERDICT_RULE}; sanity floor {config.sanity_floor}",
+        wall_s=time.perf_counter() - start,
+        notes=notes,
         primary_metric="top1",
     )
     write_results(doc, out_dir)

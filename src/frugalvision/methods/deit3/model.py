@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import Block, LayerScale, VisionTransformer
 from torch import nn
 
 from frugalvision.errors import ConfigError
@@ -68,6 +68,94 @@ def set_drop_path(model: VisionTransformer, rate: float, schedule: DropPathSched
     return model
 
 
+class FoldedLayerScale(nn.Module):
+    """LayerScale whose ``gamma`` is applied inside the branch's last Linear (see :func:`fold_layer_scale`).
+
+    Its forward is the identity; it keeps the parameter under the same state-dict key (``blocks.i.ls1.gamma``).
+    """
+
+    def __init__(self, gamma: nn.Parameter) -> None:
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity (the scale was applied by the preceding Linear)."""
+        return x
+
+
+class _ScaledLinear(nn.Linear):
+    """``gamma * linear(x)`` computed as ``linear(x, gamma[:, None] * W, gamma * b)``."""
+
+    _scale: FoldedLayerScale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gamma = self._scale.gamma
+        bias = None if self.bias is None else self.bias * gamma
+        return F.linear(x, self.weight * gamma.unsqueeze(1), bias)
+
+
+def fold_layer_scale(model: VisionTransformer) -> VisionTransformer:
+    """Apply each block's LayerScale inside the Linear that ends its branch, in place (a speed-up only).
+
+    ``gamma * dropout(W x + b) == dropout((gamma W) x + gamma b)``, so the block computes the same function with the
+    same parameters and state-dict keys, and autograd gives the same gradients; the scale costs a ``D x D`` product
+    per step instead of two ``B x N x D`` passes (forward and backward). Blocks without LayerScale are left alone.
+
+    Args:
+        model: a timm VisionTransformer (its blocks' ``attn.proj`` and ``mlp.fc2`` must be ``nn.Linear``).
+
+    Returns:
+        The same model.
+    """
+    for block in model.blocks:
+        for ls_name, linear in (("ls1", block.attn.proj), ("ls2", block.mlp.fc2)):
+            ls = getattr(block, ls_name)
+            if not isinstance(ls, LayerScale) or type(linear) is not nn.Linear or ls.inplace:
+                continue
+            folded = FoldedLayerScale(ls.gamma)
+            setattr(block, ls_name, folded)
+            linear.__class__ = _ScaledLinear
+            object.__setattr__(linear, "_scale", folded)  # a reference, not a submodule: the keys stay the same
+    return model
+
+
+def _skip_residual(
+    x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], drop_path: nn.Module
+) -> torch.Tensor:
+    """``x + drop_path(branch(x))``, computing the branch only for the samples that stochastic depth keeps."""
+    p = float(getattr(drop_path, "drop_prob", 0.0)) if isinstance(drop_path, DropPath) else 0.0
+    if p <= 0.0:
+        return x + drop_path(branch(x))
+    keep = torch.empty(x.shape[0], device=x.device).bernoulli_(1.0 - p).nonzero().squeeze(1)
+    scale = 1.0 / (1.0 - p) if drop_path.scale_by_keep else 1.0
+    return x.index_add(0, keep, branch(x.index_select(0, keep)).to(x.dtype), alpha=scale)
+
+
+class SkipDropPathBlock(Block):
+    """timm ``Block`` whose stochastic depth skips the dropped samples' branches instead of zeroing them.
+
+    Same distribution as timm's ``DropPath`` (per-sample Bernoulli keep with probability ``1 - p``, kept branches
+    scaled by ``1 / (1 - p)``), read from ``drop_path1``/``drop_path2`` so :func:`set_drop_path` still applies, but
+    a dropped sample costs nothing and no ``B x N x D`` mask product is formed. Eval mode and attention masks use
+    timm's forward.
+    """
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Pre-norm attention and MLP branches with LayerScale and (skipping) stochastic depth."""
+        if not self.training or attn_mask is not None:
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        x = _skip_residual(x, lambda h: self.ls1(self.attn(self.norm1(h), is_causal=is_causal)), self.drop_path1)
+        return _skip_residual(x, lambda h: self.ls2(self.mlp(self.norm2(h))), self.drop_path2)
+
+
+def skip_dropped_samples(model: VisionTransformer) -> VisionTransformer:
+    """Make every plain timm ``Block`` of ``model`` a :class:`SkipDropPathBlock`, in place (a speed-up only)."""
+    for block in model.blocks:
+        if type(block) is Block:
+            block.__class__ = SkipDropPathBlock
+    return model
+
+
 def build_vit(
     preset: str | None = "small",
     *,
@@ -84,6 +172,7 @@ def build_vit(
     drop_path_schedule: DropPathSchedule = "uniform",
     drop_rate: float = 0.0,
     class_pos_embed: bool = False,
+    fast_blocks: bool = True,
 ) -> VisionTransformer:
     """Build a DeiT III ViT (timm ``VisionTransformer``).
 
@@ -102,6 +191,8 @@ def build_vit(
         drop_path_schedule: "uniform" (DeiT III) or "linear" (timm default).
         drop_rate: dropout after the MLP/attention projections and on the head input.
         class_pos_embed: give the class token a position embedding too (DeiT/ViT); DeiT III: False.
+        fast_blocks: same function, faster: LayerScale applied inside the branch's last Linear
+            (:func:`fold_layer_scale`) and stochastic depth that skips dropped samples (:func:`skip_dropped_samples`).
 
     Returns:
         The model (qkv bias, GELU, LayerNorm eps 1e-6, head = LN -> CLS -> Linear).
@@ -117,11 +208,23 @@ def build_vit(
     if img_size % patch_size:
         raise ConfigError(f"img_size={img_size} is not a multiple of patch_size={patch_size}; change one of them")
     model = VisionTransformer(
-        img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim,
-        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, init_values=layer_scale_init,
-        no_embed_class=not class_pos_embed, drop_rate=drop_rate, proj_drop_rate=drop_rate, drop_path_rate=0.0,
+        img_size=img_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        qkv_bias=True,
+        init_values=layer_scale_init,
+        no_embed_class=not class_pos_embed,
+        drop_rate=drop_rate,
+        proj_drop_rate=drop_rate,
+        drop_path_rate=0.0,
     )
-    return set_drop_path(model, drop_path, drop_path_schedule)
+    set_drop_path(model, drop_path, drop_path_schedule)
+    return skip_dropped_samples(fold_layer_scale(model)) if fast_blocks else model
 
 
 def interpolate_pos_embed(
@@ -166,10 +269,14 @@ def resize_vit(model: VisionTransformer, img_size: int) -> VisionTransformer:
     return new
 
 
-_OFFICIAL_TO_TIMM = [(re.compile(r"^(blocks\.\d+)\.gamma_1$"), r"\1.ls1.gamma"),
-                     (re.compile(r"^(blocks\.\d+)\.gamma_2$"), r"\1.ls2.gamma")]
-_TIMM_TO_OFFICIAL = [(re.compile(r"^(blocks\.\d+)\.ls1\.gamma$"), r"\1.gamma_1"),
-                     (re.compile(r"^(blocks\.\d+)\.ls2\.gamma$"), r"\1.gamma_2")]
+_OFFICIAL_TO_TIMM = [
+    (re.compile(r"^(blocks\.\d+)\.gamma_1$"), r"\1.ls1.gamma"),
+    (re.compile(r"^(blocks\.\d+)\.gamma_2$"), r"\1.ls2.gamma"),
+]
+_TIMM_TO_OFFICIAL = [
+    (re.compile(r"^(blocks\.\d+)\.ls1\.gamma$"), r"\1.gamma_1"),
+    (re.compile(r"^(blocks\.\d+)\.ls2\.gamma$"), r"\1.gamma_2"),
+]
 
 
 def _rename(state: Mapping[str, torch.Tensor], rules: list[tuple[re.Pattern[str], str]]) -> dict[str, torch.Tensor]:
@@ -191,3 +298,43 @@ def official_to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 def timm_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a timm DeiT III state dict to the official ``models_v2.py`` keys (inverse of :func:`official_to_timm`)."""
     return _rename(state, _TIMM_TO_OFFICIAL)
+
+
+def load_pretrained(
+    model: VisionTransformer, state: Mapping[str, torch.Tensor], reset_head: bool = True
+) -> VisionTransformer:
+    """Load pre-trained weights (timm or official key names) into ``model``, in place, for fine-tuning.
+
+    The classifier (``head.*``) is kept from ``model`` (freshly initialised) when ``reset_head`` is True or when its
+    shape differs (ImageNet-21k -> 1k); a position table for another patch grid is interpolated bicubically. Every
+    other tensor must be present with the same shape.
+
+    Args:
+        model: the ViT to fine-tune (its own head and size).
+        state: pre-trained state dict (``official_to_timm`` is applied, so official checkpoints load too).
+        reset_head: keep the model's new head instead of the checkpoint's.
+
+    Returns:
+        The same model.
+
+    Raises:
+        ConfigError: a tensor is missing, unexpected, or of another shape.
+    """
+    state = dict(official_to_timm(state))
+    own = model.state_dict()
+    for key in ("head.weight", "head.bias"):
+        if key in state and (reset_head or key not in own or state[key].shape != own[key].shape):
+            del state[key]
+    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+        state["pos_embed"] = interpolate_pos_embed(state["pos_embed"], tuple(model.patch_embed.grid_size), prefix)
+    wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in state and not k.startswith("head.")]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected:
+        raise ConfigError(
+            f"pre-trained weights do not fit the model (shape mismatch {wrong[:3]}, missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); fix: use the same ViT size and LayerScale setting as the checkpoint"
+        )
+    model.load_state_dict(state, strict=False)
+    return model

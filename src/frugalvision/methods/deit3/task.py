@@ -71,11 +71,18 @@ def folder_transform(stage: StageConfig, train: bool, size: int, crop_ratio: flo
     3-Augment / RandAugment runs batched in the collate function. Eval: resize ``int(size / ratio)``, centre crop.
     """
     if not train:
-        return T.Compose([T.Resize(int(size / crop_ratio), interpolation=T.InterpolationMode.BICUBIC),
-                          T.CenterCrop(size), T.PILToTensor()])
+        return T.Compose(
+            [
+                T.Resize(int(size / crop_ratio), interpolation=T.InterpolationMode.BICUBIC),
+                T.CenterCrop(size),
+                T.PILToTensor(),
+            ]
+        )
     if stage.crop == "src":
-        crop = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomCrop(size, padding=stage.src_padding, padding_mode="reflect")]
+        crop = [
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomCrop(size, padding=stage.src_padding, padding_mode="reflect"),
+        ]
     elif stage.crop == "rrc":
         crop = [T.RandomResizedCrop(size, scale=stage.rrc_scale, interpolation=T.InterpolationMode.BICUBIC)]
     else:
@@ -132,12 +139,21 @@ def build_model(
 ) -> nn.Module:
     """The ViT of a recipe at a stage's resolution."""
     preset = None if model.preset == "custom" else model.preset
-    sizes = {} if preset else dict(patch_size=model.patch_size, embed_dim=model.embed_dim, depth=model.depth,
-                                   num_heads=model.num_heads)
+    sizes = (
+        {}
+        if preset
+        else dict(patch_size=model.patch_size, embed_dim=model.embed_dim, depth=model.depth, num_heads=model.num_heads)
+    )
     return build_vit(
-        preset, img_size=stage.img_size, num_classes=num_classes, in_chans=in_chans,
-        layer_scale_init=recipe.layer_scale_init if recipe.layer_scale else None, drop_path=stage.drop_path,
-        drop_path_schedule=recipe.drop_path_schedule, class_pos_embed=recipe.class_pos_embed, **sizes,
+        preset,
+        img_size=stage.img_size,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        layer_scale_init=recipe.layer_scale_init if recipe.layer_scale else None,
+        drop_path=stage.drop_path,
+        drop_path_schedule=recipe.drop_path_schedule,
+        class_pos_embed=recipe.class_pos_embed,
+        **sizes,
     )
 
 
@@ -166,6 +182,8 @@ class Deit3Task(Task):
         init_model: weights to start from (fine-tuning: resized to this stage's resolution); None: fresh model.
         classes: class folder names of the training folder (folder mode: labels of the evaluation folders).
         skip_bad_files: folder mode: skip corrupt images.
+        list_root: file-list mode (paths ending in ``.csv``): folder that relative paths resolve against
+            (None: each CSV's folder).
     """
 
     def __init__(
@@ -180,6 +198,7 @@ class Deit3Task(Task):
         init_model: nn.Module | None = None,
         classes: list[str] | None = None,
         skip_bad_files: bool = False,
+        list_root: Path | None = None,
     ) -> None:
         self.model_cfg, self.recipe, self.stage = model_cfg, recipe, stage
         self.train, self.eval_sets, self.num_classes = train, eval_sets, num_classes
@@ -187,7 +206,7 @@ class Deit3Task(Task):
         self.in_chans = 3 if self.folder_mode else train.image_shape[0]
         self.init_model = init_model
         self.eval_size = eval_size
-        self.classes, self.skip_bad_files = classes, skip_bad_files
+        self.classes, self.skip_bad_files, self.list_root = classes, skip_bad_files, list_root
         self._train_set: Dataset | None = None
         if self.folder_mode:  # crops and the eval resize already happened per image (PIL)
             self._collate = Deit3Collate(dataclasses.replace(stage, crop="none"), eval_size, 1.0, 3)
@@ -198,12 +217,20 @@ class Deit3Task(Task):
         if isinstance(data, ImageArrays):
             return _Tagged(data, train)
         root = Path(data)
+        size = self.stage.img_size if train else self.eval_size
+        transform = folder_transform(self.stage, train, size, self.recipe.eval_crop_ratio)
+        if root.suffix.lower() == ".csv":  # file-list mode: labels are class names or indices of ``classes``
+            listed = ImageFolderDataset.from_csv(
+                root, self.list_root, transform, skip_bad_files=self.skip_bad_files, classes=self.classes
+            )
+            return _FolderTagged(listed, train)
         names = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
         integer_folders = bool(names) and all(n.isdigit() for n in names)  # ImageNet-V2: label = int(folder)
-        size = self.stage.img_size if train else self.eval_size
         dataset = ImageFolderDataset(
-            root, folder_transform(self.stage, train, size, self.recipe.eval_crop_ratio),
-            classes=None if integer_folders else self.classes, skip_bad_files=self.skip_bad_files,
+            root,
+            transform,
+            classes=None if integer_folders else self.classes,
+            skip_bad_files=self.skip_bad_files,
         )
         return _FolderTagged(dataset, train)
 
@@ -211,10 +238,17 @@ class Deit3Task(Task):
         """The engine loop of this stage: schedule, LR (after scaling), warm-up, clipping."""
         s = self.stage
         return LoopConfig(
-            max_steps=steps, batch_size=batch_size, lr=scale_lr(s.lr, batch_size * world_size, s.lr_scaling),
-            weight_decay=s.weight_decay, warmup_steps=min(steps, round(s.warmup_fraction * steps)),
-            warmup_start_lr=s.warmup_start_lr, min_lr=s.min_lr, schedule="cosine", clip_grad_norm=s.clip_grad_norm,
-            seed=seed, **extra,
+            max_steps=steps,
+            batch_size=batch_size,
+            lr=scale_lr(s.lr, batch_size * world_size, s.lr_scaling),
+            weight_decay=s.weight_decay,
+            warmup_steps=min(steps, round(s.warmup_fraction * steps)),
+            warmup_start_lr=s.warmup_start_lr,
+            min_lr=s.min_lr,
+            schedule="cosine",
+            clip_grad_norm=s.clip_grad_norm,
+            seed=seed,
+            **extra,
         )
 
     def build_model(self) -> nn.Module:
@@ -248,8 +282,9 @@ class Deit3Task(Task):
         """Mixup/CutMix (flipped pairing), then BCE on binarised targets or soft-target CE."""
         images, labels = batch
         s = self.stage
-        mixed = mix_batch(images, labels, self.num_classes, s.mixup_alpha, s.cutmix_alpha, s.mix_switch_prob,
-                          smoothing=s.smoothing)
+        mixed = mix_batch(
+            images, labels, self.num_classes, s.mixup_alpha, s.cutmix_alpha, s.mix_switch_prob, smoothing=s.smoothing
+        )
         logits = model(mixed.inputs)
         if s.loss == "bce":
             loss = mixed_bce_loss(logits, mixed.targets, binarize=True)
