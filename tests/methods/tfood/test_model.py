@@ -133,22 +133,10 @@ def test_tokenizer_reserves_special_ids_and_round_trips(tmp_path):
     assert WordTokenizer.load(tmp_path / "vocab.json").vocab == tok.vocab
 
 
-def test_minilm_wordpiece_option_loads_offline_and_stays_batch_invariant():
-    from frugalvision.methods.tfood.text import WordPieceTokenizer, minilm_word_embeddings
+def test_minilm_wordpiece_tokenizer_loads_offline():
+    from frugalvision.methods.tfood.text import WordPieceTokenizer
 
     tok = WordPieceTokenizer()
     ids = tok.encode("2 Cups sugar-free flour")
     assert ids[0] == 101 and ids[-1] == 102 and PAD not in ids and len(tok) == 30522
     assert len(tok.encode("a b c d e f g", max_tokens=4)) == 4
-    torch.manual_seed(0)
-    recipe = RecipeEncoderConfig(
-        vocab_size=len(tok), width=16, heads=2, layers=1, htd_layers=1, ffn=32, pretrained_words="minilm"
-    )
-    model = TFoodModel(ImageEncoderConfig(img_size=16, patch_size=8, width=16, depth=1, heads=2), recipe, 8, 0).eval()
-    table = model.recipe_encoder.embed.table.weight
-    assert torch.equal(table[ids[1]], minilm_word_embeddings()[ids[1]])
-    texts = [("apple pie", ["3 apples", "1 cup flour"], ["bake it"]), ("soup", ["2 leeks"], ["boil", "serve hot"])]
-    recipes = [(tok.encode(t), [tok.encode(x) for x in i], [tok.encode(x) for x in s]) for t, i, s in texts]
-    both = model.embed_recipes(pad_recipes(*zip(*recipes, strict=True)))[0]
-    alone = model.embed_recipes(pad_recipes(*zip(*recipes[1:], strict=True)))[0]
-    assert torch.allclose(both[1], alone[0], atol=1e-5)

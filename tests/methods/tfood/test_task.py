@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchmetrics.functional.retrieval import retrieval_recall
 
-from frugalvision.engine import Engine, FabricConfig, LoopConfig
+from frugalvision.engine import Engine, FabricConfig, LoopConfig, load_weights
 from frugalvision.methods.tfood.data import RecipeImageDataset, load_recipe1m, write_mini_recipe1m
 from frugalvision.methods.tfood.model import ImageEncoderConfig, RecipeEncoderConfig, TFoodModel
 from frugalvision.methods.tfood.task import (
@@ -50,7 +50,7 @@ def test_backbone_frozen_then_trained_at_its_own_rate(sets):
     engine = Engine(FabricConfig(accelerator="cpu"), progress=False)
     torch.manual_seed(0)
     initial = task.build_model()
-    assert not any(p.requires_grad for p in initial.image_encoder.parameters())
+    assert all(p.requires_grad for p in initial.image_encoder.parameters())  # frozen by the step, not the flag
     before = {k: v.clone() for k, v in initial.state_dict().items()}
     frozen = engine.fit(task, LoopConfig(max_steps=2, batch_size=8, lr=1e-3, weight_decay=0.0, log_every=0))
     state = frozen.model.state_dict()
@@ -63,6 +63,27 @@ def test_backbone_frozen_then_trained_at_its_own_rate(sets):
     scales = [g["lr_scale"] for g in optimizer.param_groups]
     assert scales == [1.0, 0.1]
     assert {id(p) for p in optimizer.param_groups[1]["params"]} == {id(p) for p in initial.image_encoder.parameters()}
+
+
+def test_unfreezing_starts_the_image_encoders_adam_state_afresh(sets):
+    task = _task(sets, freeze_image_steps=3, image_lr_scale=0.1)
+    torch.manual_seed(0)
+    model = task.build_model()
+    optimizer = task.build_optimizer(model, LoopConfig())
+    image = list(model.image_encoder.parameters())
+    for p in model.parameters():  # as after frozen DDP steps: zero moments, a step count
+        optimizer.state[p] = {
+            "step": torch.tensor(3.0),
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": torch.zeros_like(p),
+        }
+    batch = next(iter(torch.utils.data.DataLoader(sets[0], batch_size=8, collate_fn=task.collate())))
+    loss, _ = task.training_step(model, batch, step=2)  # still frozen: no gradient reaches the image encoder
+    loss.backward()
+    assert all(p.grad is None for p in image) and len(optimizer.state) == len(list(model.parameters()))
+    task.training_step(model, batch, step=3)
+    assert all(p not in optimizer.state for p in image)
+    assert all(p in optimizer.state for p in model.recipe_encoder.parameters())
 
 
 def test_margin_schedule_per_epoch_and_on_resume(sets):
@@ -185,3 +206,66 @@ def test_protocol_matches_a_brute_force_ranking_loop():
         for k in (1, 5, 10):
             assert res[f"b/{name}/R@{k}"] == pytest.approx(sum(r <= k for r in ranks) / 12)
         assert res[f"b/{name}/medR"] == pytest.approx((sorted(ranks)[5] + sorted(ranks)[6]) / 2)  # even N
+
+
+def test_on_evaluate_keeps_a_copy_of_the_best_weights_and_round_trips_its_state():
+    task = TFoodTask(lambda: None, None, {}, LossConfig(), steps_per_epoch=1, select_key=("val", "b/R@1"))
+    layer = torch.nn.Linear(2, 2)
+    scores = [0.2, 0.5, 0.5, 0.1]
+    kept = None
+    for step, score in enumerate(scores, start=1):
+        with torch.no_grad():
+            layer.weight.fill_(float(step))
+        task.on_evaluate(layer, step, {"val": {"b/R@1": score}})
+        if step == 2:
+            kept = {k: v.clone() for k, v in layer.state_dict().items()}
+    assert task.best_step == 2 and task.best_score == 0.5  # ties keep the earlier weights
+    assert all(torch.equal(task.best_weights[k], kept[k]) for k in kept)  # a copy, not the live tensors
+    other = TFoodTask(lambda: None, None, {}, LossConfig(), steps_per_epoch=1, select_key=("val", "b/R@1"))
+    other.load_state_dict(task.state_dict())
+    assert (other.best_step, other.best_score, other.best_metrics) == (2, 0.5, {"val": {"b/R@1": 0.5}})
+    assert all(torch.equal(other.best_weights[k], kept[k]) for k in kept)
+
+
+class _KilledError(RuntimeError):
+    pass
+
+
+class _KilledTask(TFoodTask):
+    def training_step(self, model, batch, step):
+        if step == 2:
+            raise _KilledError
+        return super().training_step(model, batch, step)
+
+
+def test_best_validation_weights_are_those_of_the_best_evaluation_and_survive_a_resume(sets, tmp_path):
+    train, test, vocab = sets
+    loop = LoopConfig(
+        max_steps=4,
+        batch_size=8,
+        lr=3e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        log_every=1,
+        eval_every=1,
+        ckpt_every=1,
+        keep_checkpoints=10,
+    )
+    kwargs = dict(steps_per_epoch=2, batch_size=8, protocols=(("bag10", 10, 2),), select_key=("val", "bag10/R@1"))
+    engine = Engine(FabricConfig(accelerator="cpu"), progress=False)
+    task = TFoodTask(_model_fn(vocab), train, {"val": test}, LossConfig(), **kwargs)
+    result = engine.fit(task, loop, run_dir=tmp_path / "full")
+    evals = [(h["step"], h["val/bag10/R@1"]) for h in result.history if "val/bag10/R@1" in h]
+    assert [s for s, _ in evals] == [1.0, 2.0, 3.0, 4.0]
+    best_step = max(evals, key=lambda e: (e[1], -e[0]))[0]
+    assert task.best_step == best_step and task.best_score == max(v for _, v in evals)
+    saved = load_weights(tmp_path / "full" / "checkpoints" / f"step_{int(best_step):08d}" / "model.safetensors")
+    assert all(torch.equal(task.best_weights[k], saved[k]) for k in saved)
+    # killed after step 2, resumed: the same selection as the uninterrupted run
+    killed = _KilledTask(_model_fn(vocab), train, {"val": test}, LossConfig(), **kwargs)
+    with pytest.raises(_KilledError):
+        engine.fit(killed, loop, run_dir=tmp_path / "killed")
+    resumed = TFoodTask(_model_fn(vocab), train, {"val": test}, LossConfig(), **kwargs)
+    engine.fit(resumed, loop, run_dir=tmp_path / "killed", resume=True)
+    assert (resumed.best_step, resumed.best_score) == (task.best_step, task.best_score)
+    assert all(torch.equal(resumed.best_weights[k], task.best_weights[k]) for k in task.best_weights)

@@ -180,8 +180,12 @@ def average_models(
     if not models:
         raise ConfigError("no models to average; pass at least one module")
     state = average_state_dicts(
-        [m.state_dict() for m in models], buffers=buffer_keys(models[0]), buffer_policy=buffer_policy,
-        weights=weights, fingerprints=fingerprints, force=force,
+        [m.state_dict() for m in models],
+        buffers=buffer_keys(models[0]),
+        buffer_policy=buffer_policy,
+        weights=weights,
+        fingerprints=fingerprints,
+        force=force,
     )
     merged = copy.deepcopy(models[0])
     merged.load_state_dict(state)
@@ -341,4 +345,3 @@ class MovingAverage:
         self.count = int(tensors["count"])
         self._sum = {k[4:]: v.clone() for k, v in tensors.items() if k.startswith("sum.")}
         self._last = {k[5:]: v.clone() for k, v in tensors.items() if k.startswith("last.")}
-

@@ -121,10 +121,28 @@ class DiwaConfig(RunConfig):
 def smoke() -> DiwaConfig:
     """Seconds: scikit-learn digits at 16x16, M = 3 members x 40 steps, one trial."""
     return DiwaConfig(
-        preset="smoke", dataset="digits", seeds=(0,), image_size=16, per_domain_images=150, pretrain_images=400,
-        width=16, pretrain_steps=150, lp_steps=20, lp_lr=1e-2, members=3, ensemble_sizes=(3,), steps=40,
-        per_domain_batch=8, select_every=10, ma_start=10, hparams=HParamSpace(lr_default=5e-3), control_members=2,
-        diversity_members=3, progress=False, threads=1, fabric=FabricConfig(accelerator="cpu"),
+        preset="smoke",
+        dataset="digits",
+        seeds=(0,),
+        image_size=16,
+        per_domain_images=150,
+        pretrain_images=400,
+        width=16,
+        pretrain_steps=150,
+        lp_steps=20,
+        lp_lr=1e-2,
+        members=3,
+        ensemble_sizes=(3,),
+        steps=40,
+        per_domain_batch=8,
+        select_every=10,
+        ma_start=10,
+        hparams=HParamSpace(lr_default=5e-3),
+        control_members=2,
+        diversity_members=3,
+        progress=False,
+        threads=1,
+        fabric=FabricConfig(accelerator="cpu"),
     )
 
 
@@ -136,8 +154,24 @@ def standard() -> DiwaConfig:
 def paper() -> DiwaConfig:
     """The paper's DomainBed protocol (ResNet-50, frozen BN, M = 20 x 5,001 steps); needs data and weights on disk."""
     return DiwaConfig(
-        preset="paper", benchmark="domainbed", domainbed_dataset="PACS", test_domain=0, seeds=(0, 1, 2),
-        image_size=224, pretrain_steps=0, init="lp", lp_steps=5001, lp_lr=5e-5, members=20,
-        ensemble_sizes=(5, 10, 20), steps=5001, per_domain_batch=32, select_every=100, ma_start=100,
-        hparams=HParamSpace(lr_default=5e-5), control_members=0, diversity_members=6, ckpt_every=500,
+        preset="paper",
+        benchmark="domainbed",
+        domainbed_dataset="PACS",
+        test_domain=0,
+        seeds=(0, 1, 2),
+        image_size=224,
+        pretrain_steps=0,
+        init="lp",
+        lp_steps=5001,
+        lp_lr=5e-5,
+        members=20,
+        ensemble_sizes=(5, 10, 20),
+        steps=5001,
+        per_domain_batch=32,
+        select_every=100,
+        ma_start=100,
+        hparams=HParamSpace(lr_default=5e-5),
+        control_members=0,
+        diversity_members=6,
+        ckpt_every=500,
     )

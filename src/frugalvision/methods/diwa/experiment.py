@@ -72,8 +72,12 @@ def _rotated_problem(config: DiwaConfig) -> Problem:
 
     source = available_default_source(config.data_root) if config.dataset == "auto" else config.dataset
     bench = rotated_benchmark(
-        source, root=config.data_root, image_size=config.image_size, angles=config.angles,
-        per_domain=config.per_domain_images, pretrain_images=config.pretrain_images,
+        source,
+        root=config.data_root,
+        image_size=config.image_size,
+        angles=config.angles,
+        per_domain=config.per_domain_images,
+        pretrain_images=config.pretrain_images,
     )
     names = list(bench.domains)
     test_name = names[config.test_domain]
@@ -88,8 +92,11 @@ def _rotated_problem(config: DiwaConfig) -> Problem:
         return train, val, ArrayDataset(bench.domains[test_name])
 
     return Problem(
-        name=f"rotated-{source}", build_net=lambda: gn_cnn(in_chans, classes, config.width),
-        pretrain_set=ArrayDataset(bench.pretrain), splits=splits, test_domain=test_name,
+        name=f"rotated-{source}",
+        build_net=lambda: gn_cnn(in_chans, classes, config.width),
+        pretrain_set=ArrayDataset(bench.pretrain),
+        splits=splits,
+        test_domain=test_name,
     )
 
 
@@ -100,10 +107,16 @@ def _domainbed_problem(config: DiwaConfig) -> Problem:
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     size = config.image_size
     eval_tf = T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(mean, std)])
-    train_tf = T.Compose([
-        T.RandomResizedCrop(size, scale=(0.7, 1.0)), T.RandomHorizontalFlip(), T.ColorJitter(0.3, 0.3, 0.3, 0.3),
-        T.RandomGrayscale(), T.ToTensor(), T.Normalize(mean, std),
-    ])
+    train_tf = T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.7, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.3, 0.3, 0.3, 0.3),
+            T.RandomGrayscale(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
     data = DomainBedDataset(
         Path(config.data_root) / config.domainbed_dataset, transform=eval_tf, skip_bad_files=config.skip_bad_files
     )
@@ -118,7 +131,9 @@ def _domainbed_problem(config: DiwaConfig) -> Problem:
     return Problem(
         name=config.domainbed_dataset,
         build_net=lambda: resnet50_frozen_bn(data.num_classes, config.resnet_weights),
-        pretrain_set=None, splits=splits, test_domain=test_name,
+        pretrain_set=None,
+        splits=splits,
+        test_domain=test_name,
     )
 
 
@@ -128,15 +143,23 @@ def _pretrained_state(engine: Engine, config: DiwaConfig, problem: Problem) -> d
     if problem.pretrain_set is None or config.pretrain_steps == 0:
         return {k: v.clone() for k, v in problem.build_net().state_dict().items()}
     task = DiwaTask(
-        problem.build_net, [problem.pretrain_set], per_domain=config.pretrain_batch, max_steps=config.pretrain_steps,
-        init_state=None, lr=config.pretrain_lr,
+        problem.build_net,
+        [problem.pretrain_set],
+        per_domain=config.pretrain_batch,
+        max_steps=config.pretrain_steps,
+        init_state=None,
+        lr=config.pretrain_lr,
     )
     result = engine.fit(task, task.loop(derive_seed(0, "pretrain")), desc="pretrain")
     return {k: v.detach().cpu().clone() for k, v in result.model.state_dict().items()}
 
 
 def _shared_init(
-    engine: Engine, config: DiwaConfig, problem: Problem, pretrained: dict[str, torch.Tensor], trial: int,
+    engine: Engine,
+    config: DiwaConfig,
+    problem: Problem,
+    pretrained: dict[str, torch.Tensor],
+    trial: int,
     train: list[Dataset],
 ) -> dict[str, torch.Tensor]:
     """theta_0: the pre-trained featurizer with a fresh head, linear-probed unless random_head.
@@ -150,8 +173,13 @@ def _shared_init(
     if config.init == "random_head":
         return state
     task = DiwaTask(
-        problem.build_net, train, per_domain=config.per_domain_batch, max_steps=max(config.lp_steps, 1),
-        init_state=state, lr=config.lp_lr, train_featurizer=False,
+        problem.build_net,
+        train,
+        per_domain=config.per_domain_batch,
+        max_steps=max(config.lp_steps, 1),
+        init_state=state,
+        lr=config.lp_lr,
+        train_featurizer=False,
     )
     return linear_probe(engine, task, config.lp_steps, seed=derive_seed(trial, "lp"), desc=f"lp t{trial}")
 
@@ -174,17 +202,21 @@ class _Evaluator:
             correct.append(logits.argmax(-1) == targets)
         per_domain = [float(c.float().mean()) for c in correct]
         return {
-            "test_logits": test_logits, "test_targets": test_targets,
+            "test_logits": test_logits,
+            "test_targets": test_targets,
             "ood_acc": float((test_logits.argmax(-1) == test_targets).float().mean()),
-            "val": sum(per_domain) / len(per_domain), "val_merged": float(torch.cat(correct).float().mean()),
+            "val": sum(per_domain) / len(per_domain),
+            "val_merged": float(torch.cat(correct).float().mean()),
         }
 
     def average(self, members: list[MemberRecord], subset: tuple[int, ...], force: bool = False) -> dict[str, Any]:
         key = tuple(sorted(subset))
         if key not in self.cache or force:
             state = average_state_dicts(
-                [members[i].state for i in key], buffers=self.buffers,
-                fingerprints=[members[i].fingerprint for i in key], force=force,
+                [members[i].state for i in key],
+                buffers=self.buffers,
+                fingerprints=[members[i].fingerprint for i in key],
+                force=force,
             )
             self.cache[key] = self.outputs(state)
         return self.cache[key]
@@ -205,15 +237,21 @@ def _jobs(config: DiwaConfig) -> list[tuple[int, str, int]]:
 
 
 def _train_job(
-    engine: Engine, config: DiwaConfig, problem: Problem, init_state: dict[str, torch.Tensor],
-    job: tuple[int, str, int], splits: tuple[list[Dataset], list[Dataset], Dataset], resume: bool,
+    engine: Engine,
+    config: DiwaConfig,
+    problem: Problem,
+    init_state: dict[str, torch.Tensor],
+    job: tuple[int, str, int],
+    splits: tuple[list[Dataset], list[Dataset], Dataset],
+    resume: bool,
 ) -> MemberRecord:
     """Train (or, with ``resume``, reload) one member or negative-control run."""
     trial, kind, index = job
     train, val, _ = splits
     space = MildSpace(
         lr=tuple(config.hparams.lr_default * f for f in config.hparams.lr_factors),
-        weight_decay=config.hparams.weight_decay, dropout=config.hparams.dropout,
+        weight_decay=config.hparams.weight_decay,
+        dropout=config.hparams.dropout,
         default_lr=config.hparams.lr_default,
     )
     if kind == "member":
@@ -224,14 +262,29 @@ def _train_job(
         torch.manual_seed(derive_seed(trial, "control-init", index))
         state, ma_start = {k: v.clone() for k, v in problem.build_net().state_dict().items()}, None
     task = DiwaTask(
-        problem.build_net, train, val, per_domain=config.per_domain_batch, max_steps=config.steps,
-        init_state=state, lr=hp.lr, weight_decay=hp.weight_decay, dropout=hp.dropout,
-        select_every=config.select_every, ma_start=ma_start, ckpt_every=config.ckpt_every,
+        problem.build_net,
+        train,
+        val,
+        per_domain=config.per_domain_batch,
+        max_steps=config.steps,
+        init_state=state,
+        lr=hp.lr,
+        weight_decay=hp.weight_decay,
+        dropout=hp.dropout,
+        select_every=config.select_every,
+        ma_start=ma_start,
+        ckpt_every=config.ckpt_every,
     )
     name = f"{kind}_{index:02d}"
     run_dir = config.method_dir("diwa") / "runs" / f"trial_{trial}" / name
     return train_member(
-        engine, task, name, derive_seed(trial, kind, index), run_dir, hparams=hp.to_dict(), resume=resume,
+        engine,
+        task,
+        name,
+        derive_seed(trial, kind, index),
+        run_dir,
+        hparams=hp.to_dict(),
+        resume=resume,
     )
 
 
@@ -286,7 +339,11 @@ def _problem(config: DiwaConfig) -> Problem:
 
 
 def _run_trial(
-    engine: Engine, config: DiwaConfig, problem: Problem, init_state: dict[str, torch.Tensor], trial: int,
+    engine: Engine,
+    config: DiwaConfig,
+    problem: Problem,
+    init_state: dict[str, torch.Tensor],
+    trial: int,
     dagger: MovingAverage,
 ) -> dict[str, Any]:
     splits = problem.splits(trial)
@@ -317,11 +374,17 @@ def _run_trial(
         uniform = evaluator.average(members, tuple(idx))
         metrics: dict[str, dict[str, float]] = {
             "erm_best": {"ood_acc": single[best]["ood_acc"], "val": single[best]["val"]},
-            "member_mean": {"ood_acc": _mean([single[i]["ood_acc"] for i in idx]),
-                            "val": _mean([single[i]["val"] for i in idx])},
+            "member_mean": {
+                "ood_acc": _mean([single[i]["ood_acc"] for i in idx]),
+                "val": _mean([single[i]["val"] for i in idx]),
+            },
             "ens": {"ood_acc": curves["ens"][m - 1], "forward_passes": float(m)},
-            "diwa_uniform": {"ood_acc": uniform["ood_acc"], "val": uniform["val"],
-                             "wa_minus_ens": uniform["ood_acc"] - curves["ens"][m - 1], "forward_passes": 1.0},
+            "diwa_uniform": {
+                "ood_acc": uniform["ood_acc"],
+                "val": uniform["val"],
+                "wa_minus_ens": uniform["ood_acc"] - curves["ens"][m - 1],
+                "forward_passes": 1.0,
+            },
         }
         with_ma = [i for i in idx if ma_outputs[i] is not None]
         if with_ma:
@@ -330,7 +393,9 @@ def _run_trial(
         scores = [members[i].val for i in idx]
         for arm, tie in (("diwa_restricted", config.tie), ("soup_greedy", "gt")):
             greedy = greedy_select(
-                scores, lambda sub: evaluator.average(members, tuple(sub))["val_merged"], tie=tie,
+                scores,
+                lambda sub: evaluator.average(members, tuple(sub))["val_merged"],
+                tie=tie,
                 warn_single=arm == "diwa_restricted",
             )
             chosen = evaluator.average(members, tuple(greedy.selected))
@@ -346,16 +411,27 @@ def _run_trial(
     for i, j in itertools.combinations(range(k), 2):
         targets = single[i]["test_targets"]
         pred_i, pred_j = single[i]["test_logits"].argmax(-1), single[j]["test_logits"].argmax(-1)
-        pairs.append({
-            "i": i, "j": j, "ratio_error": ratio_error(pred_i, pred_j, targets),
-            "disagreement": disagreement(pred_i, pred_j),
-            "gain": evaluator.average(members, (i, j))["ood_acc"] - (single[i]["ood_acc"] + single[j]["ood_acc"]) / 2,
-        })
+        pairs.append(
+            {
+                "i": i,
+                "j": j,
+                "ratio_error": ratio_error(pred_i, pred_j, targets),
+                "disagreement": disagreement(pred_i, pred_j),
+                "gain": evaluator.average(members, (i, j))["ood_acc"]
+                - (single[i]["ood_acc"] + single[j]["ood_acc"]) / 2,
+            }
+        )
     if len(pairs) >= 3:
-        rows.append({"name": "diversity_vs_gain", "seed": trial, "metrics": {
-            "pearson_r": _pearson([p["disagreement"] for p in pairs], [p["gain"] for p in pairs]),
-            "mean_gain": _mean([p["gain"] for p in pairs]),
-        }})
+        rows.append(
+            {
+                "name": "diversity_vs_gain",
+                "seed": trial,
+                "metrics": {
+                    "pearson_r": _pearson([p["disagreement"] for p in pairs], [p["gain"] for p in pairs]),
+                    "mean_gain": _mean([p["gain"] for p in pairs]),
+                },
+            }
+        )
 
     control = None
     if config.control_members:
@@ -367,13 +443,21 @@ def _run_trial(
         averaged = evaluator.average(records, tuple(range(len(records))), force=True)
         evaluator.cache.clear()  # cache keys index into `members`; the control used other records
         control = {
-            "ood_acc": averaged["ood_acc"], "worst_member_ood_acc": min(accs), "mean_member_ood_acc": _mean(accs),
+            "ood_acc": averaged["ood_acc"],
+            "worst_member_ood_acc": min(accs),
+            "mean_member_ood_acc": _mean(accs),
         }
         rows.append({"name": "control_random_inits", "seed": trial, "metrics": control})
     return {
-        "rows": rows, "curves": curves, "pairs": pairs, "control": control, "kept": kept_counts,
-        "members": [{"name": r.name, "val": r.val, "best_step": r.best_step, "ood_acc": s["ood_acc"], **r.hparams}
-                    for r, s in zip(members, single)],
+        "rows": rows,
+        "curves": curves,
+        "pairs": pairs,
+        "control": control,
+        "kept": kept_counts,
+        "members": [
+            {"name": r.name, "val": r.val, "best_step": r.best_step, "ood_acc": s["ood_acc"], **r.hparams}
+            for r, s in zip(members, single)
+        ],
         "init_fingerprint": init_fingerprint(init_state),
         "evaluator": evaluator,
     }
@@ -391,6 +475,7 @@ def _pearson(xs: list[float], ys: list[float]) -> float:
 
 def compute_verdict(rows: list[dict[str, Any]], m: int, seeds: list[int]) -> str:
     """Apply the verdict rule (see ``VERDICT_RULE``) to the rows of the largest M."""
+
     def acc(name: str, seed: int) -> float:
         for row in rows:
             if row["name"] == name and row["seed"] == seed:
@@ -435,12 +520,19 @@ def _figures(out_dir: Path, trials: list[dict[str, Any]], members: int) -> list[
         means = [statistics.fmean(c[i] for c in curves) for i in range(members)]
         stds = [statistics.pstdev([c[i] for c in curves]) for i in range(members)]
         series[arm] = (means, stds)
-    line_plot(out_dir / "ood_vs_m.png", xs, series, "M (members, in run order)", "OOD accuracy",
-              "DiWA: OOD accuracy vs number of averaged runs")
+    line_plot(
+        out_dir / "ood_vs_m.png",
+        xs,
+        series,
+        "M (members, in run order)",
+        "OOD accuracy",
+        "DiWA: OOD accuracy vs number of averaged runs",
+    )
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for t, trial in enumerate(trials):
-        ax.scatter([p["disagreement"] for p in trial["pairs"]], [p["gain"] for p in trial["pairs"]], s=14,
-                   label=f"split {t}")
+        ax.scatter(
+            [p["disagreement"] for p in trial["pairs"]], [p["gain"] for p in trial["pairs"]], s=14, label=f"split {t}"
+        )
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("prediction disagreement on the test domain (pair)")
     ax.set_ylabel("WA(pair) acc - mean member acc")
@@ -477,7 +569,8 @@ def run(config: DiwaConfig) -> dict[str, Any]:
     verdict = compute_verdict(rows, m_max, list(config.seeds))
     figures = _figures(out_dir, trials, config.members)
     details = {
-        "test_domain": problem.test_domain, "init_fingerprint": init_fingerprint(init_state),
+        "test_domain": problem.test_domain,
+        "init_fingerprint": init_fingerprint(init_state),
         "trials": [{k: t[k] for k in ("curves", "pairs", "control", "kept", "members")} for t in trials],
     }
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=float))
@@ -489,9 +582,18 @@ def run(config: DiwaConfig) -> dict[str, Any]:
         f"{m_max}; per-member details, curves and diversity pairs in details.json"
     )
     doc = make_results(
-        method="diwa", paper=get_method("diwa").paper, preset=config.preset, dataset=problem.name, claim=CLAIM,
-        rows=rows, verdict=verdict, verdict_rule=VERDICT_RULE, wall_s=time.perf_counter() - start, figures=figures,
-        notes=notes, primary_metric="ood_acc",
+        method="diwa",
+        paper=get_method("diwa").paper,
+        preset=config.preset,
+        dataset=problem.name,
+        claim=CLAIM,
+        rows=rows,
+        verdict=verdict,
+        verdict_rule=VERDICT_RULE,
+        wall_s=time.perf_counter() - start,
+        figures=figures,
+        notes=notes,
+        primary_metric="ood_acc",
     )
     write_results(doc, out_dir)
     return doc

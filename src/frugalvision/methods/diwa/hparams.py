@@ -63,8 +63,12 @@ class MildSpace:
         """The same space with learning rates expressed as multiples of ``lr_base`` (offline analogue: 1/3/5x)."""
         factor = lr_base / self.default_lr
         return MildSpace(
-            tuple(v * factor for v in self.lr), self.weight_decay, self.dropout, lr_base,
-            self.default_weight_decay, self.default_dropout,
+            tuple(v * factor for v in self.lr),
+            self.weight_decay,
+            self.dropout,
+            lr_base,
+            self.default_weight_decay,
+            self.default_dropout,
         )
 
 

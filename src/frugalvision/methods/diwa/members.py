@@ -104,8 +104,12 @@ def train_member(
     result = engine.fit(task, task.loop(seed), run_dir=engine_dir, resume=task.resume, desc=name)
     model: nn.Module = task.best_model(result.model)
     record = MemberRecord(
-        name=name, state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, val=task.best_score,
-        fingerprint=fingerprint, hparams={**(hparams or {}), "seed": seed}, best_step=task.best_step,
+        name=name,
+        state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        val=task.best_score,
+        fingerprint=fingerprint,
+        hparams={**(hparams or {}), "seed": seed},
+        best_step=task.best_step,
     )
     if task.moving_average is not None and task.moving_average.count:
         record.ma_state = task.moving_average.state_dict()
@@ -125,8 +129,13 @@ def save_member(record: MemberRecord, run_dir: str | Path) -> Path:
     if record.ma_state is not None:
         save_weights(record.ma_state, path / MA_FILE, metadata={"fingerprint": record.fingerprint})
     doc = {
-        "name": record.name, "val": record.val, "fingerprint": record.fingerprint, "hparams": record.hparams,
-        "best_step": record.best_step, "ma_val": record.ma_val, "complete": True,
+        "name": record.name,
+        "val": record.val,
+        "fingerprint": record.fingerprint,
+        "hparams": record.hparams,
+        "best_step": record.best_step,
+        "ma_val": record.ma_val,
+        "complete": True,
     }
     atomic_write_text(path / RECORD_FILE, json.dumps(doc, indent=2))
     return path
@@ -152,8 +161,13 @@ def load_member(run_dir: str | Path) -> MemberRecord:
         ) from None
     ma_state = load_weights(path / MA_FILE) if (path / MA_FILE).is_file() else None
     return MemberRecord(
-        name=str(doc["name"]), state=state, val=float(doc["val"]), fingerprint=str(doc["fingerprint"]),
-        hparams=dict(doc.get("hparams", {})), best_step=int(doc.get("best_step", -1)), ma_state=ma_state,
+        name=str(doc["name"]),
+        state=state,
+        val=float(doc["val"]),
+        fingerprint=str(doc["fingerprint"]),
+        hparams=dict(doc.get("hparams", {})),
+        best_step=int(doc.get("best_step", -1)),
+        ma_state=ma_state,
         ma_val=float(doc.get("ma_val", float("nan"))),
     )
 

@@ -59,8 +59,12 @@ def gn_cnn(in_chans: int = 1, num_classes: int = 10, width: int = 32, dropout: f
         return [nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(4, cout), nn.ReLU()]
 
     featurizer = nn.Sequential(
-        *block(in_chans, half, 1), *block(half, width, 2), *block(width, width, 2), *block(width, width, 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        *block(in_chans, half, 1),
+        *block(half, width, 2),
+        *block(width, width, 2),
+        *block(width, width, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     return DiwaNet(featurizer, width, num_classes, dropout)
 

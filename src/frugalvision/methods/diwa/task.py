@@ -113,8 +113,13 @@ class DiwaTask(Task):
     def loop(self, seed: int, **changes: Any) -> LoopConfig:
         """A LoopConfig for this run: constant learning rate (no warm-up), the task's steps and batch size."""
         fields: dict[str, Any] = {
-            "max_steps": self.max_steps, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": 0.0,
-            "schedule": "constant", "seed": seed, "log_every": max(1, self.max_steps // 10),
+            "max_steps": self.max_steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "seed": seed,
+            "log_every": max(1, self.max_steps // 10),
             "ckpt_every": self.ckpt_every,
         }
         fields.update(changes)

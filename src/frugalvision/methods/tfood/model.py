@@ -7,6 +7,7 @@ Every attention is per sample (batch-first) with key-padding masks, so an embedd
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from frugalvision.engine import safe_torch_load
+from frugalvision.engine import rank_and_world_size, safe_torch_load
 from frugalvision.errors import ConfigError
 from frugalvision.methods.tfood.losses import itm_pairs
-from frugalvision.methods.tfood.text import PAD, RecipeTokens, minilm_word_embeddings
+from frugalvision.methods.tfood.minilm import load_minilm
+from frugalvision.methods.tfood.text import PAD, RecipeTokens
 
 __all__ = [
     "ImageEncoder",
@@ -63,8 +65,11 @@ class RecipeEncoderConfig:
         max_lines: learned line positions (paper: 20 ingredients, 20 instructions).
         max_line_tokens: learned word positions inside a line (paper: 15 / 20).
         positions: add learned positional embeddings (switch for the ablation of the official code's omission).
-        pretrained_words: "minilm" initialises the word embeddings from MiniLM-L6's WordPiece embeddings (384-d,
-            projected to ``width``; use with ``WordPieceTokenizer``); None trains them from scratch (paper).
+        pretrained_text: None trains word embeddings and sentence encoders from scratch (paper); "minilm" encodes
+            the title and every ingredient / instruction line with the pretrained MiniLM-L6 transformer (its own
+            embeddings and positions; 384-d tokens projected to ``width``; use with ``WordPieceTokenizer``).
+        pretrained_layers: MiniLM layers kept (1..6).
+        freeze_pretrained: keep MiniLM frozen (no gradient, no dropout); False fine-tunes it.
     """
 
     vocab_size: int = 1000
@@ -78,28 +83,9 @@ class RecipeEncoderConfig:
     max_lines: int = 20
     max_line_tokens: int = 24
     positions: bool = True
-    pretrained_words: str | None = None
-
-
-class _WordEmbedding(nn.Module):
-    """Word embeddings: trained from scratch, or MiniLM's pretrained table followed by a linear map to the width."""
-
-    def __init__(self, cfg: RecipeEncoderConfig) -> None:
-        super().__init__()
-        if cfg.pretrained_words is None:
-            self.table = nn.Embedding(cfg.vocab_size, cfg.width, padding_idx=PAD)
-            self.proj = nn.Identity()
-        elif cfg.pretrained_words == "minilm":
-            weights = minilm_word_embeddings()
-            if weights.shape[0] != cfg.vocab_size:
-                raise ConfigError(f"vocab_size={cfg.vocab_size} but MiniLM has {weights.shape[0]} word pieces; match")
-            self.table = nn.Embedding.from_pretrained(weights.clone(), freeze=False, padding_idx=PAD)
-            self.proj = nn.Linear(weights.shape[1], cfg.width)
-        else:
-            raise ConfigError(f"pretrained_words={cfg.pretrained_words!r} is invalid; use None or 'minilm'")
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.proj(self.table(ids))
+    pretrained_text: str | None = None
+    pretrained_layers: int = 6
+    freeze_pretrained: bool = True
 
 
 @dataclass
@@ -117,32 +103,35 @@ class RecipeOutput:
     valid: Tensor
 
 
+def _positions(cfg: RecipeEncoderConfig, length: int) -> nn.Parameter | None:
+    if not cfg.positions:
+        return None
+    p = nn.Parameter(torch.zeros(length, cfg.width))
+    nn.init.trunc_normal_(p, std=0.02)
+    return p
+
+
+#: ``(ids [N, L], own encoder or None, own positions or None, name of the length limit) -> tokens [N, L, W]``
+SentenceFn = Callable[[Tensor, nn.Module | None, nn.Parameter | None, str], Tensor]
+
+
 class _LineEncoder(nn.Module):
     """Per-line transformer, mean over each line's tokens, then a transformer over the line vectors."""
 
-    def __init__(self, cfg: RecipeEncoderConfig) -> None:
+    def __init__(self, cfg: RecipeEncoderConfig, own_words: bool) -> None:
         super().__init__()
-        self.words = _encoder(cfg.width, cfg.heads, cfg.layers, cfg.ffn, cfg.dropout)
+        self.words = _encoder(cfg.width, cfg.heads, cfg.layers, cfg.ffn, cfg.dropout) if own_words else None
+        self.word_pos = _positions(cfg, cfg.max_line_tokens) if own_words else None
         self.lines = _encoder(cfg.width, cfg.heads, cfg.layers, cfg.ffn, cfg.dropout)
-        self.word_pos = nn.Parameter(torch.zeros(cfg.max_line_tokens, cfg.width)) if cfg.positions else None
-        self.line_pos = nn.Parameter(torch.zeros(cfg.max_lines, cfg.width)) if cfg.positions else None
-        for p in (self.word_pos, self.line_pos):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+        self.line_pos = _positions(cfg, cfg.max_lines)
 
-    def forward(self, embed: nn.Module, ids: Tensor) -> tuple[Tensor, Tensor]:
-        b, n, length = ids.shape
+    def forward(self, ids: Tensor, sentences: SentenceFn) -> tuple[Tensor, Tensor]:
+        b, n, _ = ids.shape
         line_valid = (ids != PAD).any(-1)
         flat = ids[line_valid]
-        x = embed(flat)
-        if self.word_pos is not None:
-            if length > self.word_pos.shape[0]:
-                raise ConfigError(f"a line has {length} tokens > max_line_tokens={self.word_pos.shape[0]}; raise it")
-            x = x + self.word_pos[:length]
-        word_valid = flat != PAD
-        h = self.words(x, src_key_padding_mask=~word_valid)
+        h = sentences(flat, self.words, self.word_pos, "max_line_tokens")
         lines = h.new_zeros(b, n, h.shape[-1])
-        lines[line_valid] = masked_mean(h, word_valid)
+        lines[line_valid] = masked_mean(h, flat != PAD)
         if self.line_pos is not None:
             if n > self.line_pos.shape[0]:
                 raise ConfigError(f"a recipe has {n} lines > max_lines={self.line_pos.shape[0]}; raise it")
@@ -155,6 +144,9 @@ class _LineEncoder(nn.Module):
 class RecipeEncoder(nn.Module):
     """Hierarchical recipe encoder (title; ingredients and instructions per line then over lines) + HTD.
 
+    Sentences (the title, each line) go through a transformer trained from scratch on learned word embeddings (the
+    paper), or through the pretrained MiniLM-L6 layers shared by the three entities (``pretrained_text="minilm"``).
+
     Args:
         cfg: sizes.
     """
@@ -162,13 +154,24 @@ class RecipeEncoder(nn.Module):
     def __init__(self, cfg: RecipeEncoderConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed = _WordEmbedding(cfg)
-        self.title = _encoder(cfg.width, cfg.heads, cfg.layers, cfg.ffn, cfg.dropout)
-        self.title_pos = nn.Parameter(torch.zeros(cfg.max_title, cfg.width)) if cfg.positions else None
-        if self.title_pos is not None:
-            nn.init.trunc_normal_(self.title_pos, std=0.02)
-        self.ingredients = _LineEncoder(cfg)
-        self.instructions = _LineEncoder(cfg)
+        scratch = cfg.pretrained_text is None
+        if scratch:
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.width, padding_idx=PAD)
+            self.text = self.text_proj = None
+        elif cfg.pretrained_text == "minilm":
+            self.embed = None
+            frozen = cfg.freeze_pretrained
+            self.text = load_minilm(num_layers=cfg.pretrained_layers, dropout=0.0 if frozen else cfg.dropout)
+            if self.text.cfg.vocab_size != cfg.vocab_size:
+                raise ConfigError(f"vocab_size={cfg.vocab_size} but MiniLM has {self.text.cfg.vocab_size} pieces")
+            self.text.requires_grad_(not frozen)
+            self.text_proj = nn.Linear(self.text.out_dim, cfg.width)
+        else:
+            raise ConfigError(f"pretrained_text={cfg.pretrained_text!r} is invalid; use None or 'minilm'")
+        self.title = _encoder(cfg.width, cfg.heads, cfg.layers, cfg.ffn, cfg.dropout) if scratch else None
+        self.title_pos = _positions(cfg, cfg.max_title) if scratch else None
+        self.ingredients = _LineEncoder(cfg, own_words=scratch)
+        self.instructions = _LineEncoder(cfg, own_words=scratch)
         if cfg.htd_layers > 0:
             self.htd = nn.ModuleList(
                 _decoder(cfg.width, cfg.heads, cfg.htd_layers, cfg.ffn, cfg.dropout) for _ in range(3)
@@ -181,19 +184,29 @@ class RecipeEncoder(nn.Module):
         """Width of the global vector (3 x width)."""
         return 3 * self.cfg.width
 
+    def _sentences(self, ids: Tensor, encoder: nn.Module | None, pos: nn.Parameter | None, limit: str) -> Tensor:
+        """``[N, L]`` sentence ids -> ``[N, L, width]`` contextual tokens (PAD positions masked as keys)."""
+        valid = ids != PAD
+        if self.text is not None:
+            if self.cfg.freeze_pretrained:
+                with torch.no_grad():
+                    hidden = self.text(ids, valid)
+            else:
+                hidden = self.text(ids, valid)
+            return self.text_proj(hidden)
+        x = self.embed(ids)
+        if pos is not None:
+            if ids.shape[1] > pos.shape[0]:
+                raise ConfigError(f"a sentence has {ids.shape[1]} tokens > {limit}={pos.shape[0]}; raise it")
+            x = x + pos[: ids.shape[1]]
+        return encoder(x, src_key_padding_mask=~valid)
+
     def forward(self, recipes: RecipeTokens) -> RecipeOutput:
         """Encode a padded batch of recipes."""
-        title_ids = recipes.title
-        length = title_ids.shape[1]
-        title_valid = title_ids != PAD
-        x = self.embed(title_ids)
-        if self.title_pos is not None:
-            if length > self.title_pos.shape[0]:
-                raise ConfigError(f"a title has {length} tokens > max_title={self.title_pos.shape[0]}; raise it")
-            x = x + self.title_pos[:length]
-        title = self.title(x, src_key_padding_mask=~title_valid)
-        ingr, ingr_valid = self.ingredients(self.embed, recipes.ingredients)
-        instr, instr_valid = self.instructions(self.embed, recipes.instructions)
+        title_valid = recipes.title != PAD
+        title = self._sentences(recipes.title, self.title, self.title_pos, "max_title")
+        ingr, ingr_valid = self.ingredients(recipes.ingredients, self._sentences)
+        instr, instr_valid = self.instructions(recipes.instructions, self._sentences)
         parts = [(title, title_valid), (ingr, ingr_valid), (instr, instr_valid)]
         if self.htd is not None:
             decoded = []
@@ -346,6 +359,18 @@ class MultimodalRegularizer(nn.Module):
         return masked_mean(self.head(r), recipe_valid)
 
 
+class _ZeroGrad(torch.autograd.Function):
+    """Identity forward; zero gradient backward."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        return torch.zeros_like(grad)
+
+
 class TFoodModel(nn.Module):
     """Dual encoder (used at test time) + optional MMR (training and optional re-ranking only).
 
@@ -391,9 +416,20 @@ class TFoodModel(nn.Module):
             else None
         )
 
-    def embed_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(``e_v = normalize(tanh(W_v CLS))``, all image tokens)."""
-        tokens = self.image_encoder(images)
+    def embed_images(self, images: Tensor, frozen: bool = False) -> tuple[Tensor, Tensor]:
+        """(``e_v = normalize(tanh(W_v CLS))``, all image tokens).
+
+        ``frozen`` keeps the image encoder out of the gradient: no graph in one process; under DDP the backward
+        gives it exact zeros instead (DDP needs a gradient for every parameter it was set up with), which leaves
+        it unchanged under Adam without weight decay.
+        """
+        if not frozen:
+            tokens = self.image_encoder(images)
+        elif rank_and_world_size()[1] > 1:
+            tokens = _ZeroGrad.apply(self.image_encoder(images))
+        else:
+            with torch.no_grad():
+                tokens = self.image_encoder(images)
         return F.normalize(torch.tanh(self.image_proj(tokens[:, 0])), dim=-1), tokens
 
     def embed_recipes(self, recipes: RecipeTokens) -> tuple[Tensor, RecipeOutput]:
@@ -415,6 +451,7 @@ class TFoodModel(nn.Module):
         instructions: Tensor,
         itm: bool = False,
         itm_temperature: float = 1.0,
+        image_frozen: bool = False,
     ) -> dict[str, Tensor]:
         """One pass (a single forward, so DDP sees every parameter use).
 
@@ -422,7 +459,7 @@ class TFoodModel(nn.Module):
             ``image_emb``, ``recipe_emb``; with ``itm`` also ``itm_logits`` and ``itm_labels`` of B positives + 2B
             sampled hard negatives.
         """
-        image_emb, image_tokens = self.embed_images(images)
+        image_emb, image_tokens = self.embed_images(images, frozen=image_frozen)
         recipe_emb, recipe = self.embed_recipes(RecipeTokens(title, ingredients, instructions))
         out = {"image_emb": image_emb, "recipe_emb": recipe_emb}
         if itm:

