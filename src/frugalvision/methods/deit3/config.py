@@ -532,19 +532,17 @@ def paper_in1k(size: str = "small", finetune_res: int = 384, epochs: int = 800, 
     )
 
 
-def paper_in21k(size: str = "small", epochs: int = 240) -> Deit3Config:
-    """ImageNet-21k pre-training recipe (LAMB 1e-3, wd 0.02, CE + smoothing 0.1, CutMix only, SRC, no RA).
+def _in21k_recipe_stage(epochs: int, lr: float, drop_path: float) -> StageConfig:
+    """The stage shared by 21k pre-training and the 21k -> 1k fine-tune.
 
-    The 50-epoch 21k -> 1k fine-tune (LAMB 3e-4, wd 0.02, same augmentation) changes the dataset and is a second
-    run of this config with ``deit3.pretrain`` replaced; our config covers the 21k stage.
+    LAMB, wd 0.02, CE + smoothing 0.1, CutMix only, 3-Augment with Simple Random Crop, no repeated augmentation,
+    224 px, 5 warm-up epochs.
     """
-    if size not in PAPER_IN21K_DROP_PATH:
-        raise ConfigError(f"paper size {size!r} is unknown; use one of {', '.join(PAPER_IN21K_DROP_PATH)}")
-    pre = StageConfig(
+    return StageConfig(
         steps_fraction=1.0,
         img_size=224,
         optimizer="lamb",
-        lr=1e-3,
+        lr=lr,
         lr_scaling="none",
         weight_decay=0.02,
         warmup_fraction=5 / epochs,
@@ -560,8 +558,18 @@ def paper_in21k(size: str = "small", epochs: int = 240) -> Deit3Config:
         color_jitter=0.3,
         random_erasing=0.0,
         repeated_aug=1,
-        drop_path=PAPER_IN21K_DROP_PATH[size][0],
+        drop_path=drop_path,
     )
+
+
+def paper_in21k(size: str = "small", epochs: int = 240) -> Deit3Config:
+    """ImageNet-21k pre-training recipe (LAMB 1e-3, wd 0.02, CE + smoothing 0.1, CutMix only, SRC, no RA).
+
+    The 50-epoch 21k -> 1k fine-tune is :func:`paper_in21k_to_1k` (preset ``paper_21k_ft``).
+    """
+    if size not in PAPER_IN21K_DROP_PATH:
+        raise ConfigError(f"paper size {size!r} is unknown; use one of {', '.join(PAPER_IN21K_DROP_PATH)}")
+    pre = _in21k_recipe_stage(epochs, lr=1e-3, drop_path=PAPER_IN21K_DROP_PATH[size][0])
     steps_per_epoch = 13_000_000 // 2048  # about 13 M images in the 21k release (the loader counts the real set)
     return Deit3Config(
         preset="paper",
@@ -592,28 +600,7 @@ def paper_in21k_to_1k(size: str = "small", epochs: int = 50, init_weights: str |
     """
     if size not in PAPER_IN21K_DROP_PATH:
         raise ConfigError(f"paper size {size!r} is unknown; use one of {', '.join(PAPER_IN21K_DROP_PATH)}")
-    stage = StageConfig(
-        steps_fraction=1.0,
-        img_size=224,
-        optimizer="lamb",
-        lr=3e-4,
-        lr_scaling="none",
-        weight_decay=0.02,
-        warmup_fraction=5 / epochs,
-        warmup_start_lr=1e-6,
-        min_lr=1e-5,
-        loss="ce",
-        smoothing=0.1,
-        mixup_alpha=0.0,
-        cutmix_alpha=1.0,
-        augment="three_augment",
-        crop="src",
-        blur_sigma=(0.1, 2.0),
-        color_jitter=0.3,
-        random_erasing=0.0,
-        repeated_aug=1,
-        drop_path=PAPER_IN21K_DROP_PATH[size][1],
-    )
+    stage = _in21k_recipe_stage(epochs, lr=3e-4, drop_path=PAPER_IN21K_DROP_PATH[size][1])
     steps_per_epoch = IN1K_TRAIN_IMAGES // 2048
     return Deit3Config(
         preset="paper",
