@@ -9,7 +9,7 @@ from frugalvision.engine.checkpoint import (
     save_weights,
 )
 from frugalvision.engine.config import FabricConfig, LoopConfig
-from frugalvision.engine.distributed import all_gather_with_grad, rank_and_world_size
+from frugalvision.engine.distributed import all_gather_with_grad, gather_global_batch, rank_and_world_size
 from frugalvision.engine.ema import WeightEma
 from frugalvision.engine.loop import Engine, FitResult, Task, default_optimizer
 from frugalvision.engine.sampler import GlobalBatchSampler, shuffled_order
@@ -27,6 +27,7 @@ __all__ = [
     "all_gather_with_grad",
     "default_optimizer",
     "derive_seed",
+    "gather_global_batch",
     "latest_checkpoint",
     "load_checkpoint",
     "load_weights",

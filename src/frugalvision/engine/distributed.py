@@ -47,3 +47,18 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if rank_and_world_size()[1] == 1:
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+def gather_global_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's per-sample tensors, differentiably, in the order of the global batch the sampler dealt out.
+
+    :class:`~frugalvision.engine.GlobalBatchSampler` gives rank r the items ``r, r + W, r + 2W, ...`` of each global
+    batch (W processes) and :func:`all_gather_with_grad` concatenates the ranks' slices in rank order; interleaving
+    them back restores the global order, so order-dependent losses equal their single-process values. Identity in
+    one process.
+    """
+    world_size = rank_and_world_size()[1]
+    if world_size == 1:
+        return tensors
+    gathered = (all_gather_with_grad(t).view(world_size, *t.shape) for t in tensors)
+    return tuple(g.transpose(0, 1).reshape(-1, *g.shape[2:]) for g in gathered)

@@ -9,10 +9,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from frugalvision.engine import load_weights, save_weights
+from frugalvision.engine import gather_global_batch, load_weights, save_weights
 from frugalvision.methods.tfood.data import class_pair_order
 from frugalvision.methods.tfood.model import ImageEncoderConfig, RecipeEncoderConfig, TFoodModel
-from frugalvision.methods.tfood.task import LossConfig, TFoodTask, gather_global_batch
+from frugalvision.methods.tfood.task import LossConfig, TFoodTask
 
 pytestmark = pytest.mark.distributed
 

@@ -12,6 +12,7 @@ of the LIDAR_TOP keyframe, as in the official code.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +90,36 @@ class ImageTransform:
         )
 
 
+def keyframes_of_scenes(
+    scenes: Iterable[dict[str, Any]],
+    scene_names: Sequence[str],
+    next_sample: Callable[[str], str],
+    strict: bool = True,
+) -> list[str]:
+    """Keyframe sample tokens of the named scenes, in scene order then time order, following each ``next`` link.
+
+    Args:
+        scenes: scene records (name, first_sample_token, optionally nbr_samples).
+        scene_names: scenes to walk.
+        next_sample: sample token -> the next sample's token ("" at the end of the scene).
+        strict: raise when a named scene is absent (False: skip it, as the official loader filters a split).
+    """
+    by_name = {rec["name"]: rec for rec in scenes}
+    missing = [name for name in scene_names if name not in by_name]
+    if (missing and strict) or len(missing) == len(scene_names):
+        raise DataError(f"scenes {missing[:3]} are not in the tables; check the version and the split")
+    tokens: list[str] = []
+    for name in (n for n in scene_names if n in by_name):
+        token, count = by_name[name]["first_sample_token"], 0
+        while token:
+            tokens.append(token)
+            token = next_sample(token)
+            count += 1
+        if count != by_name[name].get("nbr_samples", count):
+            raise DataError(f"scene {name} lists {by_name[name]['nbr_samples']} samples but links {count}")
+    return tokens
+
+
 class NuScenesTables:
     """The official JSON tables of one nuScenes version, indexed by token.
 
@@ -129,21 +160,8 @@ class NuScenesTables:
             scene_names: scene names ("scene-0103", ...).
             strict: raise when a named scene is absent (False: skip it, as the official loader filters a split).
         """
-        by_name = {rec["name"]: rec for rec in self.tables["scene"].values()}
-        missing = [name for name in scene_names if name not in by_name]
-        if (missing and strict) or len(missing) == len(scene_names):
-            raise DataError(f"scenes {missing[:3]} are not in the tables; check the version and the split")
-        tokens: list[str] = []
-        for name in (n for n in scene_names if n in by_name):
-            token = by_name[name]["first_sample_token"]
-            count = 0
-            while token:
-                tokens.append(token)
-                token = self.tables["sample"][token]["next"]
-                count += 1
-            if count != by_name[name].get("nbr_samples", count):
-                raise DataError(f"scene {name} lists {by_name[name]['nbr_samples']} samples but links {count}")
-        return tokens
+        tables = self.tables
+        return keyframes_of_scenes(tables["scene"].values(), scene_names, lambda t: tables["sample"][t]["next"], strict)
 
     def category(self, ann: dict[str, Any]) -> str:
         """Category name of an annotation (through its instance)."""
@@ -231,17 +249,7 @@ class DevkitReader:
 
     def samples_of_scenes(self, scene_names: tuple[str, ...] | list[str], strict: bool = True) -> list[str]:
         """Keyframe sample tokens of the named scenes, in scene order then time order."""
-        by_name = {rec["name"]: rec for rec in self.nusc.scene}
-        missing = [name for name in scene_names if name not in by_name]
-        if (missing and strict) or len(missing) == len(scene_names):
-            raise DataError(f"scenes {missing[:3]} are not in the tables; check the version and the split")
-        tokens: list[str] = []
-        for name in (n for n in scene_names if n in by_name):
-            token = by_name[name]["first_sample_token"]
-            while token:
-                tokens.append(token)
-                token = self.nusc.get("sample", token)["next"]
-        return tokens
+        return keyframes_of_scenes(self.nusc.scene, scene_names, lambda t: self.nusc.get("sample", t)["next"], strict)
 
     def calibration(
         self, sample_token: str, cameras: tuple[str, ...]

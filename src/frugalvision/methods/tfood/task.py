@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from frugalvision.engine import LoopConfig, Task, all_gather_with_grad, rank_and_world_size
+from frugalvision.engine import LoopConfig, Task, gather_global_batch, rank_and_world_size
 from frugalvision.errors import ConfigError
 from frugalvision.methods.tfood.data import RecipeImageDataset, class_pair_order, collate_pairs
 from frugalvision.methods.tfood.losses import TripletWeights, incremental_margin, itm_loss, triplet_loss
@@ -23,7 +23,6 @@ __all__ = [
     "TFoodTask",
     "bag_indices",
     "embed_dataset",
-    "gather_global_batch",
     "rerank_similarity",
     "reranked_retrieval",
     "retrieval_protocol",
@@ -86,9 +85,10 @@ class TFoodTask(Task):
         eval_seed: seed of the bags.
         select_key: ``(eval set, metric)`` whose maximum selects the kept weights (``on_evaluate``); None keeps none.
 
-    The triplet losses are computed on the global batch gathered from every rank (:func:`gather_global_batch`), so
-    a run on N processes computes the loss and gradients of one process holding the whole global batch; the ITM
-    loss stays per rank on local pairs (the official code's choice; DDP averages it).
+    The triplet losses are computed on the global batch gathered from every rank
+    (:func:`frugalvision.engine.gather_global_batch`), so a run on N processes computes the loss and gradients of
+    one process holding the whole global batch; the ITM loss stays per rank on local pairs (the official code's
+    choice; DDP averages it).
     """
 
     def __init__(
@@ -253,25 +253,6 @@ class TFoodTask(Task):
     def eval_metrics(self, outputs: dict[str, Tensor]) -> dict[str, float]:
         """R@1/5/10 and medR in both directions for every protocol (and the mean R@1 of the two directions)."""
         return retrieval_protocol(outputs["image_emb"], outputs["recipe_emb"], self.protocols, self.eval_seed)
-
-
-def gather_global_batch(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Every rank's per-sample tensors, in the order of the global batch the engine's sampler dealt out.
-
-    The sampler gives rank r the items ``r, r + W, r + 2W, ...`` of each global batch (W processes), and
-    :func:`frugalvision.engine.all_gather_with_grad` concatenates the ranks' slices in rank order; interleaving the
-    slices back restores the global order, so order-dependent terms (the semantic triplets' first positive and
-    truncated negatives) equal the single-process ones. This rank's slices stay differentiable. Identity in one
-    process.
-    """
-    _, world = rank_and_world_size()
-    if world == 1:
-        return tensors
-    out = []
-    for t in tensors:
-        gathered = all_gather_with_grad(t)
-        out.append(gathered.view(world, *t.shape).transpose(0, 1).reshape(world * t.shape[0], *t.shape[1:]))
-    return tuple(out)
 
 
 def retrieval_protocol(
