@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import tyro
 
-from frugalvision.config_io import config_from_dict, read_config_file, save_config
+from frugalvision.config_io import config_from_dict, config_to_dict, read_config_file
 from frugalvision.errors import ConfigError, FrugalError
 from frugalvision.registry import CORE_PRESETS, METHODS, available_methods, get_method
 
@@ -35,11 +35,13 @@ USAGE = """usage: frugal <command> [options]
 commands:
   list                         show the registered methods and their status
   run METHOD [options]         run one method's experiment:
-                                 --preset smoke|standard|paper   the starting values (default: standard)
-                                 --config run.yaml               replay a saved config instead of a preset
+                                 --preset smoke|standard|extended|paper   the starting values (default: standard)
+                                 --config run.yaml               replay a saved config (a partial one starts from
+                                                                 the preset it names)
                                  --study variants                a method's study instead of its main experiment
+                                 --resume                        skip finished runs, continue interrupted ones
                                  --out DIR, --seeds 0 1 2, any config field (--loop.lr 0.01 ...)
-  reproduce [options]          run every available experiment, then write the report
+  reproduce [options]          run every available experiment (--preset, --resume, --methods), then the report
   report [--out DIR]           render <out>/REPORT.md and report.html from the results.json files
   bench [options]              run the speed benchmarks of the available methods
 
@@ -55,12 +57,16 @@ class ReproduceArgs:
         methods: methods to run (default: all available).
         out: output root.
         seeds: override the seeds of every experiment (default: each preset's own).
+        resume: skip the experiments and runs that finished, continue the interrupted one.
+        progress: show progress bars.
     """
 
     preset: str = "standard"
     methods: tuple[str, ...] = ()
     out: str = "runs"
     seeds: tuple[int, ...] = ()
+    resume: bool = False
+    progress: bool = True
 
 
 @dataclass
@@ -146,41 +152,51 @@ def _pop_option(args: list[str], name: str) -> str | None:
     return None
 
 
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_config(method: str, args: Sequence[str]) -> Any:
     """Resolve a method's config from ``--config``/``--preset`` and field overrides (tyro syntax).
 
+    A config file may be partial: the fields it lacks take the values of the preset it names (default standard).
+
     Raises:
-        ConfigError: unknown method/preset, invalid file or value.
+        ConfigError: unknown method/preset/study, invalid file or value.
     """
-    module = get_method(method).load()
+    experiment = get_method(method).load()
     rest = list(args)
     config_file = _pop_option(rest, "--config")
     preset = _pop_option(rest, "--preset")
     if config_file is not None:
         data = read_config_file(config_file)
-        default = config_from_dict(module.CONFIG_CLASS, data)
-        if preset is not None and preset != default.preset:
+        named = data.get("preset", "standard")
+        if preset is not None and preset != named:
             raise ConfigError(f"--preset {preset} conflicts with the preset in {config_file}; drop one of them")
+        if not isinstance(named, str) or named not in experiment.presets:
+            choices = ", ".join(experiment.presets)
+            raise ConfigError(f"{config_file} names preset {named!r}, which {method} lacks; use one of: {choices}")
+        base = config_to_dict(experiment.preset(named))
+        default = config_from_dict(experiment.config_class, _merge(base, data))
     else:
-        preset = preset or "standard"
-        if preset not in module.PRESETS:
-            raise ConfigError(f"unknown preset '{preset}' for {method}; choose one of: {', '.join(module.PRESETS)}")
-        default = module.PRESETS[preset]()
-    config = parse_args(module.CONFIG_CLASS, rest, f"frugal run {method}", default=default)
-    study = getattr(config, "study", None)
-    if study is not None and study not in getattr(module, "STUDIES", ()):
-        studies = ", ".join(getattr(module, "STUDIES", ())) or "none"
-        raise ConfigError(f"study={study!r} is not offered by {method}; available studies: {studies}")
+        default = experiment.preset(preset or "standard")
+    config = parse_args(experiment.config_class, rest, f"frugal run {method}", default=default)
+    experiment.study(getattr(config, "study", None))
     config.validate()
     return config
 
 
 def run_method(method: str, config: Any) -> dict[str, Any]:
-    """Save the resolved config next to the results, then run the experiment."""
-    module = get_method(method).load()
-    if _is_main_process():
-        save_config(config, Path(config.out) / method / "config.yaml")
-    return module.run(config)
+    """Run a method's experiment (or study) on the harness; return the results document (``{}`` off rank 0)."""
+    from frugalvision.harness import run_experiment
+
+    return run_experiment(get_method(method).load(), config)
 
 
 def cmd_run(args: list[str]) -> int:
@@ -191,51 +207,42 @@ def cmd_run(args: list[str]) -> int:
     if not args or args[0].startswith("-"):
         return _fail("frugal run needs a method name; see `frugal list`")
     method, rest = args[0], args[1:]
-    config = build_config(method, rest)
-    document = run_method(method, config)
-    _print_summary(document, Path(config.out) / method)
+    run_method(method, build_config(method, rest))
     return 0
 
 
-def _print_summary(document: dict[str, Any], folder: Path) -> None:
-    if not document:  # non-zero ranks of a distributed run write nothing
-        return
-    primary = document.get("primary_metric")
-    print(f"[{document['method']}] verdict: {document['verdict']}  ({document['verdict_rule']})")
-    if primary and primary in document.get("summary", {}):
-        for row, stats in document["summary"][primary].items():
-            print(f"  {row:<28} {primary} = {stats['mean']:.4f} ± {stats['std']:.4f}")
-    written = sorted(folder.rglob("results.json"), key=lambda path: path.stat().st_mtime)
-    where = written[-1] if written else folder
-    print(f"  wrote {where} in {document['wall_s']:.1f} s")
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def cmd_reproduce(args: list[str]) -> int:
     """``frugal reproduce``: every available experiment, then the report."""
     options = parse_args(ReproduceArgs, args, "frugal reproduce")
     methods = list(options.methods) or available_methods()
-    modules = {method: get_method(method).load() for method in methods}
-    if options.preset not in CORE_PRESETS:  # an extra preset runs only where a method defines it
-        methods = [method for method in methods if options.preset in modules[method].PRESETS]
-        if not methods:
-            raise ConfigError(f"no experiment defines preset '{options.preset}'; use one of {', '.join(CORE_PRESETS)}")
+    experiments = {method: get_method(method).load() for method in methods}
+    methods = [method for method in methods if options.preset in experiments[method].presets]
+    if not methods:
+        raise ConfigError(f"no experiment defines preset '{options.preset}'; use one of {', '.join(CORE_PRESETS)}")
     start = time.perf_counter()
-    for method in methods:
+    for index, method in enumerate(methods, start=1):
         extra = ["--preset", options.preset, "--out", options.out]
-        if options.seeds:
-            extra += ["--seeds", *map(str, options.seeds)]
+        extra += ["--seeds", *map(str, options.seeds)] if options.seeds else []
+        extra += ["--resume"] if options.resume else []
+        extra += [] if options.progress else ["--no-progress"]
         config = build_config(method, extra)
         if _is_main_process():
-            print(f"== {method} ({options.preset})", flush=True)
-        document = run_method(method, config)
-        _print_summary(document, Path(options.out) / method)
+            elapsed = time.perf_counter() - start
+            eta = f", ETA {_duration(elapsed / (index - 1) * (len(methods) - index + 1))}" if index > 1 else ""
+            print(f"== [{index}/{len(methods)}] {method} ({options.preset}), {_duration(elapsed)} so far{eta}", flush=True)
+        run_method(method, config)
     if not _is_main_process():
         return 0
     from frugalvision.report import write_report
 
     markdown, html = write_report(Path(options.out))
     print(
-        f"reproduced {len(methods)} experiment(s) in {time.perf_counter() - start:.0f} s; wrote {markdown} and {html}"
+        f"reproduced {len(methods)} experiment(s) in {_duration(time.perf_counter() - start)}; wrote {markdown} and "
+        f"{html}"
     )
     return 0
 
@@ -261,11 +268,11 @@ def cmd_bench(args: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ran = 0
     for method in methods:
-        module = get_method(method).load()
-        if not hasattr(module, "benchmark"):
+        experiment = get_method(method).load()
+        if experiment.benchmark is None:
             continue
         print(f"== bench {method}", flush=True)
-        result = module.benchmark(out)
+        result = experiment.benchmark(out)
         (out / f"{method}.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
         ran += 1

@@ -1,25 +1,25 @@
 """The method registry: every paper of the project, its metadata, and (once implemented) its experiment.
 
-A method becomes runnable when ``frugalvision.methods.<name>.experiment`` exists; that module defines
-
-- ``CONFIG_CLASS``: the dataclass config (subclass of :class:`frugalvision.experiment.RunConfig`),
-- ``PRESETS``: ``{name: () -> config}`` with at least "smoke", "standard" and "paper" (extra names allowed, e.g.
-  a second paper setting),
-- ``run(config) -> dict``: runs the experiment and returns the results document it wrote,
-- optionally ``STUDIES`` (e.g. ``("variants",)``) and ``benchmark(out_dir) -> dict``.
+A method becomes runnable when ``frugalvision/methods/<name>/experiment.py`` exists; that module defines
+``EXPERIMENT``, a :class:`frugalvision.harness.Experiment` (config class, presets smoke / standard / extended /
+paper and any extra ones, the main study, optional studies and benchmark). Listing the registry imports nothing
+heavy: a method's modules are imported only when its experiment is loaded.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from frugalvision.errors import ConfigError
 
-CORE_PRESETS = ("smoke", "standard", "paper")
+if TYPE_CHECKING:
+    from frugalvision.harness import Experiment
+
+CORE_PRESETS = ("smoke", "standard", "extended", "paper")
+_METHODS_DIR = Path(__file__).resolve().parent / "methods"
 
 
 @dataclass(frozen=True)
@@ -47,27 +47,26 @@ class MethodInfo:
 
     @property
     def status(self) -> str:
-        """'available' when the experiment module exists, else 'planned'."""
-        try:
-            found = importlib.util.find_spec(self.module_name) is not None
-        except ModuleNotFoundError:
-            found = False
-        return "available" if found else "planned"
+        """'available' when the experiment module exists, else 'planned' (checked on disk, nothing imported)."""
+        return "available" if (_METHODS_DIR / self.name / "experiment.py").is_file() else "planned"
 
     @property
     def paper(self) -> str:
         """Paper reference as written in results.json (``arXiv:<id>``), or the title for baselines."""
         return f"arXiv:{self.arxiv}" if self.arxiv else self.title
 
-    def load(self) -> ModuleType:
-        """Import and return the experiment module.
+    def load(self) -> Experiment[Any]:
+        """Import the experiment module and return its ``EXPERIMENT`` declaration.
 
         Raises:
             ConfigError: the method is planned but not implemented yet.
         """
         if self.status != "available":
             raise ConfigError(f"method '{self.name}' is planned but not implemented yet; see `frugal list`")
-        return importlib.import_module(self.module_name)
+        experiment = importlib.import_module(self.module_name).EXPERIMENT
+        if experiment.name != self.name:
+            raise ConfigError(f"{self.module_name}.EXPERIMENT is named {experiment.name!r}, not {self.name!r}")
+        return experiment
 
 
 METHODS: dict[str, MethodInfo] = {

@@ -37,7 +37,13 @@ from frugalvision.data.sources import (
     register_source,
     write_idx,
 )
-from frugalvision.data.splits import derive_seed, split_indices, stratified_split, stratified_subset
+from frugalvision.data.splits import (
+    derive_seed,
+    split_indices,
+    stratified_split,
+    stratified_subset,
+    train_val_indices,
+)
 
 __all__ = [
     "DEBIAN_FASHION_MNIST",
@@ -77,6 +83,7 @@ __all__ = [
     "stratified_split",
     "stratified_subset",
     "texture_background_domains",
+    "train_val_indices",
     "to_float_tensor",
     "write_idx",
 ]

@@ -7,34 +7,16 @@ RNG state and are identical across runs and machines.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 
 import torch
 
 from frugalvision.errors import DataError
+from frugalvision.seeding import derive_seed
 
-__all__ = ["derive_seed", "split_indices", "stratified_split", "stratified_subset"]
+__all__ = ["derive_seed", "split_indices", "stratified_split", "stratified_subset", "train_val_indices"]
 
 _EPS = 1e-9
-
-
-def derive_seed(seed: int | str, *keys: object) -> int:
-    """Derive a stable 31-bit seed from a base seed and any keys (e.g. a domain name).
-
-    Unlike ``hash()``, the result does not change between Python processes. Integer seeds and keys are mixed in by
-    their decimal ``str()``, so ``derive_seed(3, "a") == derive_seed("3", "a")``.
-
-    Args:
-        seed: Base seed (an integer, or any label such as ``"stream"``).
-        *keys: Extra values whose ``str()`` is mixed in.
-
-    Returns:
-        A non-negative integer below ``2**31``.
-
-    """
-    text = ":".join(str(int(k)) if isinstance(k, (bool, int)) else str(k) for k in (seed, *keys))
-    return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -180,3 +162,30 @@ def stratified_subset(
         perm = torch.randperm(len(members[c]), generator=_generator(derive_seed(seed, "subset", c)))
         chosen.append(members[c][perm[: want[c]]])
     return torch.cat(chosen).sort().values if chosen else torch.empty(0, dtype=torch.long)
+
+
+def train_val_indices(
+    labels: torch.Tensor | Sequence[int], train_size: int, val_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint, class-stratified training and validation indices drawn from one labelled file.
+
+    Validation takes at most a fifth of the file and training at most the rest; both keep the class proportions.
+
+    Args:
+        labels: Integer class label per item of the file.
+        train_size: Wanted training items.
+        val_size: Wanted validation items (0: none).
+        seed: Base seed.
+
+    Returns:
+        ``(train indices, validation indices)``, each sorted.
+    """
+    lab = _as_labels(labels)
+    val_size = min(val_size, len(lab) // 5)
+    train_size = min(train_size, len(lab) - val_size)
+    picked = stratified_subset(lab, total=train_size + val_size, seed=seed)
+    if val_size == 0:
+        return picked, picked[:0]
+    fractions = [train_size / len(picked), val_size / len(picked)]
+    train_part, val_part = stratified_split(lab[picked], fractions, seed=seed)
+    return picked[train_part], picked[val_part]

@@ -63,6 +63,8 @@ class LoopConfig:
         ema_decay: decay of an exponential moving average of the weights; 0 disables.
         eval_every: evaluate every N optimiser steps (0: only at the end).
         ckpt_every: checkpoint every N optimiser steps (0: only at the end).
+        ckpt_every_s: also checkpoint when this many seconds passed since the last checkpoint (0 disables), so that
+            a killed run loses at most that much work.
         keep_checkpoints: how many step checkpoints to keep on disk.
         log_every: log training metrics every N optimiser steps.
         seed: base seed; each rank and step derives its own.
@@ -83,6 +85,7 @@ class LoopConfig:
     ema_decay: float = 0.0
     eval_every: int = 0
     ckpt_every: int = 0
+    ckpt_every_s: float = 60.0
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
@@ -104,6 +107,7 @@ class LoopConfig:
             "clip_grad_norm": self.clip_grad_norm,
             "eval_every": self.eval_every,
             "ckpt_every": self.ckpt_every,
+            "ckpt_every_s": self.ckpt_every_s,
             "num_workers": self.num_workers,
             "eval_batch_size": self.eval_batch_size,
             "log_every": self.log_every,

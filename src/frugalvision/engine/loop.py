@@ -137,6 +137,30 @@ class FitResult:
     run_dir: Path | None = None
 
 
+@dataclass
+class _Run:
+    """The state of one :meth:`Engine.fit` call, passed between its named steps."""
+
+    task: Task
+    loop: LoopConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: WeightEma | None
+    run_path: Path | None
+    ckpt_root: Path | None
+    logger: RunLogger | None
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    previous_wall_s: float = 0.0
+    start_time: float = field(default_factory=time.perf_counter)
+    last_checkpoint: float = field(default_factory=time.perf_counter)
+
+    @property
+    def wall_s(self) -> float:
+        """Training seconds so far, including those before a resume."""
+        return self.previous_wall_s + time.perf_counter() - self.start_time
+
+
 class Engine:
     """A thin wrapper around Lightning Fabric that runs :class:`Task` objects.
 
@@ -188,6 +212,12 @@ class Engine:
         """Wait for all processes."""
         self.fabric.barrier()
 
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (any picklable object; returned as is in a single process)."""
+        if self.world_size == 1:
+            return value
+        return self.fabric.broadcast(value, src=0)
+
     # ------------------------------------------------------------------ training
     def fit(
         self,
@@ -213,45 +243,75 @@ class Engine:
         loop.validate()
         if not self._launched and self.config.strategy != "ddp_spawn":
             self.launch()
-        fabric = self.fabric
-        start_time = time.perf_counter()
-        run_path = Path(run_dir) if run_dir is not None else None
-        ckpt_root = run_path / "checkpoints" if run_path is not None else None
+        run = self._start_run(task, loop, run_dir, desc)
+        if resume:
+            self._restore(run)
+        batches = self._batches(task, loop, run.step * loop.grad_accum)
+        bar = tqdm(
+            total=loop.max_steps,
+            initial=run.step,
+            desc=desc,
+            disable=not (self.progress and self.is_main),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        run.model.train()
+        while run.step < loop.max_steps:
+            row = self._optimizer_step(run, batches)
+            self._after_step(run, row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
+            bar.update(1)
+        bar.close()
+        return self._finish(run)
 
+    def _start_run(self, task: Task, loop: LoopConfig, run_dir: str | Path | None, desc: str) -> _Run:
+        """Seed, build the model, optimiser and EMA, set them up on the devices, open the logger."""
+        run_path = Path(run_dir) if run_dir is not None else None
         seed_everything(loop.seed)
         model = task.build_model()
         if loop.ema_decay > 0 and self.config.strategy == "fsdp":
             raise ConfigError("loop.ema_decay > 0 is not supported with fabric.strategy='fsdp'; use ddp or disable EMA")
         ema = WeightEma(model, loop.ema_decay) if loop.ema_decay > 0 else None
         optimizer = task.build_optimizer(model, loop)
-        model, optimizer = fabric.setup(model, optimizer)
+        model, optimizer = self.fabric.setup(model, optimizer)
         if ema is not None:
-            ema.module.to(fabric.device)
+            ema.module.to(self.fabric.device)
+        log_folder = run_path if run_path is not None else (self.log_dir / _safe_name(desc) if self.log_dir else None)
+        logger = RunLogger(log_folder, enabled=self.is_main) if log_folder is not None else None
+        return _Run(
+            task=task,
+            loop=loop,
+            model=model,
+            optimizer=optimizer,
+            ema=ema,
+            run_path=run_path,
+            ckpt_root=run_path / "checkpoints" if run_path is not None else None,
+            logger=logger,
+        )
 
-        start_step, previous_wall_s = 0, 0.0
-        history: list[dict[str, float]] = []
-        if resume:
-            if ckpt_root is None:
-                raise ConfigError("resume=True needs a run directory; pass --out of the interrupted run")
-            folder = latest_checkpoint(ckpt_root)
-            if folder is None:
-                raise CheckpointError(f"no checkpoint found under {ckpt_root}; start without --resume")
-            model_state, train_state, ema_state = load_checkpoint(folder)
-            self._load_states(model, optimizer, model_state, train_state)
-            if ema is not None:
-                if ema_state is None:
-                    raise CheckpointError(
-                        f"{folder} has no EMA weights but loop.ema_decay > 0; resume with the same config"
-                    )
-                ema.load_state_dict(ema_state)
-            start_step = int(train_state["step"])
-            restore_rng_state(train_state["rng"])
-            history = [dict(row) for row in train_state.get("history", [])]
-            previous_wall_s = float(train_state.get("wall_s", 0.0))
-            if "precision" in train_state:
-                fabric.strategy.precision.load_state_dict(train_state["precision"])
-            task.load_state_dict(train_state.get("task", {}))
+    def _restore(self, run: _Run) -> None:
+        """Load the newest checkpoint of the run folder: weights, optimiser, EMA, RNG, history, task state."""
+        if run.ckpt_root is None:
+            raise ConfigError("resume=True needs a run directory; pass --out of the interrupted run")
+        folder = latest_checkpoint(run.ckpt_root)
+        if folder is None:
+            raise CheckpointError(f"no checkpoint found under {run.ckpt_root}; start without --resume")
+        model_state, train_state, ema_state = load_checkpoint(folder)
+        self._load_states(run.model, run.optimizer, model_state, train_state)
+        if run.ema is not None:
+            if ema_state is None:
+                raise CheckpointError(f"{folder} has no EMA weights but loop.ema_decay > 0; resume with the same config")
+            run.ema.load_state_dict(ema_state)
+        run.step = int(train_state["step"])
+        restore_rng_state(train_state["rng"])
+        run.history = [dict(row) for row in train_state.get("history", [])]
+        run.previous_wall_s = float(train_state.get("wall_s", 0.0))
+        if "precision" in train_state:
+            self.fabric.strategy.precision.load_state_dict(train_state["precision"])
+        run.task.load_state_dict(train_state.get("task", {}))
 
+    def _batches(self, task: Task, loop: LoopConfig, micro_step: int) -> Iterator[Any]:
+        """This rank's micro-batches from global micro-step ``micro_step`` on, epoch after epoch."""
         dataset = task.train_dataset()
         sampler = GlobalBatchSampler(
             len(dataset),
@@ -267,118 +327,123 @@ class Engine:
                 f"loop.batch_size={loop.batch_size} x {self.world_size} process(es) exceeds the training set "
                 f"({len(dataset)} samples); lower the batch size"
             )
-
-        def batches_from(micro_step: int) -> Iterator[Any]:
-            epoch, offset = divmod(micro_step, batches_per_epoch)
-            while True:
-                sampler.set_epoch(epoch, offset)
-                loader = DataLoader(
-                    dataset,
-                    batch_sampler=sampler,
-                    num_workers=loop.num_workers,
-                    collate_fn=task.collate(),
-                    generator=torch.Generator().manual_seed(derive_seed(loop.seed, self.rank, epoch, offset)),
-                    persistent_workers=False,
-                )
-                yield from loader
-                epoch, offset = epoch + 1, 0
-
-        metrics: dict[str, dict[str, float]] = {}
-        log_folder = run_path if run_path is not None else (self.log_dir / _safe_name(desc) if self.log_dir else None)
-        logger = RunLogger(log_folder, enabled=self.is_main) if log_folder is not None else None
-        check_grads = loop.clip_grad_norm > 0 and self.config.precision != "16-mixed"
-        bar = tqdm(
-            total=loop.max_steps,
-            initial=start_step,
-            desc=desc,
-            disable=not (self.progress and self.is_main),
-            dynamic_ncols=True,
-            leave=False,
-        )
-        batch_iter = batches_from(start_step * loop.grad_accum)
-        model.train()
-        step = start_step
-        while step < loop.max_steps:
-            lr = warmup_cosine_lr(
-                step,
-                max_steps=loop.max_steps,
-                lr=loop.lr,
-                warmup_steps=loop.warmup_steps,
-                warmup_start_lr=loop.warmup_start_lr,
-                min_lr=loop.min_lr,
-                schedule=loop.schedule,
+        epoch, offset = divmod(micro_step, batches_per_epoch)
+        while True:
+            sampler.set_epoch(epoch, offset)
+            loader = DataLoader(
+                dataset,
+                batch_sampler=sampler,
+                num_workers=loop.num_workers,
+                collate_fn=task.collate(),
+                generator=torch.Generator().manual_seed(derive_seed(loop.seed, self.rank, epoch, offset)),
+                persistent_workers=False,
             )
-            set_lr(optimizer, lr)
-            logs: dict[str, float] = {}
-            loss_sum = 0.0
-            for micro in range(loop.grad_accum):
-                seed_everything(derive_seed(loop.seed, "step", self.rank, step, micro))
-                batch = fabric.to_device(next(batch_iter))
-                is_last = micro == loop.grad_accum - 1
-                with fabric.no_backward_sync(model, enabled=not is_last and self.world_size > 1):
-                    loss, step_logs = task.training_step(model, batch, step)
-                    loss_value = loss.detach().item()  # the one device sync of the micro-step
-                    self._check_finite(loss_value, step, ckpt_root, logger, history)
-                    fabric.backward(loss / loop.grad_accum)
-                loss_sum += loss_value / loop.grad_accum
-                for key, value in step_logs.items():
-                    logs[key] = logs.get(key, 0.0) + float(value) / loop.grad_accum
-            if loop.clip_grad_norm > 0:
-                grad_norm = fabric.clip_gradients(
-                    model, optimizer, max_norm=loop.clip_grad_norm, error_if_nonfinite=False
-                )
-                logs["grad_norm"] = float(grad_norm)
-                if check_grads and not math.isfinite(logs["grad_norm"]):
-                    self._diverged(f"gradient norm is {logs['grad_norm']} at step {step}", ckpt_root, logger, history)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if ema is not None:
-                ema.update(self._unwrap(model))
-            task.on_step_end(self._unwrap(model), step)
-            row = {"step": float(step), "lr": lr, "loss": loss_sum, **logs}
-            if loop.log_every and (step % loop.log_every == 0 or step == loop.max_steps):
-                history.append(row)
-                if logger is not None:
-                    logger.scalars({f"train/{k}" if k != "step" else k: v for k, v in row.items()})
-            bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}", refresh=False)
-            bar.update(1)
-            if loop.eval_every and step % loop.eval_every == 0 and step < loop.max_steps:
-                evaluated = ema.module if ema is not None else model
-                metrics = self.evaluate(
-                    task, evaluated, batch_size=loop.eval_batch_size or loop.batch_size, num_workers=loop.num_workers
-                )
-                self._log_eval(metrics, step, history, logger)
-                task.on_evaluate(self._unwrap(evaluated), step, metrics)
-                model.train()
-            if ckpt_root is not None and ((loop.ckpt_every and step % loop.ckpt_every == 0) or step == loop.max_steps):
-                extra = {
-                    "history": history,
-                    "wall_s": previous_wall_s + time.perf_counter() - start_time,
-                    "precision": fabric.strategy.precision.state_dict(),
-                    "task": task.state_dict(),
-                }
-                self._save(ckpt_root, step, model, optimizer, ema, loop.keep_checkpoints, extra)
-                if logger is not None:
-                    logger.write(history)
-        bar.close()
-        final_model = ema.module if ema is not None else model
-        metrics = self.evaluate(
-            task, final_model, batch_size=loop.eval_batch_size or loop.batch_size, num_workers=loop.num_workers
+            yield from loader
+            epoch, offset = epoch + 1, 0
+
+    def _optimizer_step(self, run: _Run, batches: Iterator[Any]) -> dict[str, float]:
+        """Set the learning rate, accumulate the micro-steps, clip, step; return the row to log."""
+        loop, fabric, model = run.loop, self.fabric, run.model
+        lr = warmup_cosine_lr(
+            run.step,
+            max_steps=loop.max_steps,
+            lr=loop.lr,
+            warmup_steps=loop.warmup_steps,
+            warmup_start_lr=loop.warmup_start_lr,
+            min_lr=loop.min_lr,
+            schedule=loop.schedule,
         )
-        self._log_eval(metrics, step, history, logger)
-        task.on_evaluate(self._unwrap(final_model), step, metrics)
-        if logger is not None:
-            logger.write(history)
-            logger.close()
+        set_lr(run.optimizer, lr)
+        logs: dict[str, float] = {}
+        loss_sum = 0.0
+        for micro in range(loop.grad_accum):
+            seed_everything(derive_seed(loop.seed, "step", self.rank, run.step, micro))
+            batch = fabric.to_device(next(batches))
+            is_last = micro == loop.grad_accum - 1
+            with fabric.no_backward_sync(model, enabled=not is_last and self.world_size > 1):
+                loss, step_logs = run.task.training_step(model, batch, run.step)
+                loss_value = loss.detach().item()  # the one device sync of the micro-step
+                self._check_finite(loss_value, run)
+                fabric.backward(loss / loop.grad_accum)
+            loss_sum += loss_value / loop.grad_accum
+            for key, value in step_logs.items():
+                logs[key] = logs.get(key, 0.0) + float(value) / loop.grad_accum
+        if loop.clip_grad_norm > 0:
+            grad_norm = fabric.clip_gradients(model, run.optimizer, max_norm=loop.clip_grad_norm, error_if_nonfinite=False)
+            logs["grad_norm"] = float(grad_norm)
+            if self.config.precision != "16-mixed" and not math.isfinite(logs["grad_norm"]):
+                self._diverged(f"gradient norm is {logs['grad_norm']} at step {run.step}", run)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        return {"step": float(run.step), "lr": lr, "loss": loss_sum, **logs}
+
+    def _after_step(self, run: _Run, row: dict[str, float]) -> None:
+        """EMA, the task's hook, logging, periodic evaluation and checkpoints."""
+        loop, step = run.loop, run.step
+        if run.ema is not None:
+            run.ema.update(self._unwrap(run.model))
+        run.task.on_step_end(self._unwrap(run.model), step)
+        if loop.log_every and (step % loop.log_every == 0 or step == loop.max_steps):
+            run.history.append(row)
+            if run.logger is not None:
+                run.logger.scalars({f"train/{k}" if k != "step" else k: v for k, v in row.items()})
+        if loop.eval_every and step % loop.eval_every == 0 and step < loop.max_steps:
+            self._evaluate_run(run)
+            run.model.train()
+        if run.ckpt_root is not None and self._checkpoint_due(run):
+            self._save_run(run)
+
+    def _checkpoint_due(self, run: _Run) -> bool:
+        """Every ``ckpt_every`` steps, after ``ckpt_every_s`` seconds since the last one (rank 0 decides), and last."""
+        loop, step = run.loop, run.step
+        if step == loop.max_steps or (loop.ckpt_every and step % loop.ckpt_every == 0):
+            return True
+        if not loop.ckpt_every_s:
+            return False
+        if self.world_size > 1 and step % max(1, loop.log_every) != 0:
+            return False  # in a distributed run the clock is consulted (and broadcast) at log steps only
+        due = time.perf_counter() - run.last_checkpoint >= loop.ckpt_every_s
+        return bool(self.broadcast(due))
+
+    def _save_run(self, run: _Run) -> None:
+        extra = {
+            "history": run.history,
+            "wall_s": run.wall_s,
+            "precision": self.fabric.strategy.precision.state_dict(),
+            "task": run.task.state_dict(),
+        }
+        assert run.ckpt_root is not None
+        self._save(run.ckpt_root, run.step, run.model, run.optimizer, run.ema, run.loop.keep_checkpoints, extra)
+        run.last_checkpoint = time.perf_counter()
+        if run.logger is not None:
+            run.logger.write(run.history)
+
+    def _evaluate_run(self, run: _Run) -> dict[str, dict[str, float]]:
+        """Evaluate the model (the EMA copy when on), log the metrics and call the task's hook."""
+        evaluated = run.ema.module if run.ema is not None else run.model
+        loop = run.loop
+        metrics = self.evaluate(
+            run.task, evaluated, batch_size=loop.eval_batch_size or loop.batch_size, num_workers=loop.num_workers
+        )
+        self._log_eval(metrics, run.step, run.history, run.logger)
+        run.task.on_evaluate(self._unwrap(evaluated), run.step, metrics)
+        return metrics
+
+    def _finish(self, run: _Run) -> FitResult:
+        """The final evaluation, the last log write, the result."""
+        metrics = self._evaluate_run(run)
+        if run.logger is not None:
+            run.logger.write(run.history)
+            run.logger.close()
         return FitResult(
-            model=self._unwrap(model),
-            ema_model=ema.module if ema is not None else None,
+            model=self._unwrap(run.model),
+            ema_model=run.ema.module if run.ema is not None else None,
             metrics=metrics,
-            history=history,
-            steps=step,
-            wall_s=previous_wall_s + time.perf_counter() - start_time,
-            run_dir=run_path,
+            history=run.history,
+            steps=run.step,
+            wall_s=run.wall_s,
+            run_dir=run.run_path,
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -459,28 +524,19 @@ class Engine:
             if logger is not None:
                 logger.scalars({"step": float(step), **flat})
 
-    def _check_finite(
-        self,
-        loss_value: float,
-        step: int,
-        ckpt_root: Path | None,
-        logger: RunLogger | None,
-        history: list[dict[str, float]],
-    ) -> None:
+    def _check_finite(self, loss_value: float, run: _Run) -> None:
         bad = not math.isfinite(loss_value)
         if self.world_size > 1:  # every rank must stop together, or the others hang in the next collective
             flag = torch.tensor(float(bad), device=self.fabric.device)
             bad = self.fabric.all_reduce(flag, reduce_op="sum").item() > 0
         if bad:
-            self._diverged(f"loss is not finite at step {step}", ckpt_root, logger, history)
+            self._diverged(f"loss is not finite at step {run.step}", run)
 
-    def _diverged(
-        self, what: str, ckpt_root: Path | None, logger: RunLogger | None, history: list[dict[str, float]]
-    ) -> None:
-        if logger is not None:
-            logger.write(history)
-            logger.close()
-        kept = latest_checkpoint(ckpt_root) if ckpt_root is not None else None
+    def _diverged(self, what: str, run: _Run) -> None:
+        if run.logger is not None:
+            run.logger.write(run.history)
+            run.logger.close()
+        kept = latest_checkpoint(run.ckpt_root) if run.ckpt_root is not None else None
         where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint was written yet"
         raise TrainingDivergedError(f"{what} ({where}); lower loop.lr or set loop.clip_grad_norm")
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import numpy as np
 import torch
 
+from frugalvision.seeding import derive_seed
 
-def derive_seed(*parts: int | str) -> int:
-    """Derive a 63-bit seed from any sequence of integers/strings (stable across runs and machines)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+__all__ = ["capture_rng_state", "derive_seed", "restore_rng_state", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:

@@ -10,7 +10,10 @@ A document looks like::
      "seeds": 3, "wall_s": 95.2, "env": {"torch": "...", "device": "cpu", "threads": 2, ...},
      "figures": ["fig.png"],          # optional, paths relative to the results.json folder
      "notes": "...",                  # optional
-     "primary_metric": "top1"}        # optional
+     "primary_metric": "top1",        # optional
+     "study": "variants",             # optional: the study this document belongs to (absent for the main study)
+     "evidence": ["..."],             # optional: the numbers that decided the verdict, one sentence each
+     "comparisons": [{...}]}          # optional: the paired comparisons of the verdict (harness.stats)
 
 Metric values are floats; NaN is allowed (written as the JSON extension ``NaN`` that Python's json reads back).
 """
@@ -42,7 +45,6 @@ __all__ = [
     "environment",
     "load_results",
     "make_results",
-    "paired_difference",
     "summarize",
     "validate_results",
     "write_results",
@@ -69,7 +71,14 @@ REQUIRED_KEYS: dict[str, tuple[type, ...]] = {
     "env": (dict,),
 }
 #: Optional top-level keys and their types.
-OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {"figures": (list,), "notes": _STR, "primary_metric": _STR}
+OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
+    "figures": (list,),
+    "notes": _STR,
+    "primary_metric": _STR,
+    "study": _STR,
+    "evidence": (list,),
+    "comparisons": (list,),
+}
 
 
 @dataclass(frozen=True)
@@ -111,16 +120,17 @@ class ResultsDoc:
     figures: list[str] = field(default_factory=list)
     notes: str | None = None
     primary_metric: str | None = None
+    study: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready dict (optional keys only when set)."""
         doc = {key: getattr(self, key) for key in REQUIRED_KEYS}
-        if self.figures:
-            doc["figures"] = list(self.figures)
-        if self.notes is not None:
-            doc["notes"] = self.notes
-        if self.primary_metric is not None:
-            doc["primary_metric"] = self.primary_metric
+        for key in OPTIONAL_KEYS:
+            value = getattr(self, key)
+            if value:
+                doc[key] = list(value) if isinstance(value, list) else value
         return doc
 
     @classmethod
@@ -196,6 +206,23 @@ def summarize(rows: Iterable[Row | Mapping[str, Any]]) -> dict[str, dict[str, di
     return summary
 
 
+#: libraries whose versions results.json records (numbers may move across their releases)
+LIBRARIES = ("torchvision", "timm", "lightning", "torchmetrics", "torch-pruning", "transformers", "scikit-learn")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of :data:`LIBRARIES` (read from package metadata, nothing imported)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
     """Describe the software and hardware a run used.
 
@@ -203,7 +230,8 @@ def environment(device: str | None = None) -> dict[str, Any]:
         device: The device the run used (e.g. ``"cpu"``, ``"cuda"``); detected (CUDA if available) when None.
 
     Returns:
-        ``{"torch", "device", "threads", "python", "platform", "numpy"}`` plus ``"gpu"`` (device name) on CUDA.
+        ``{"torch", "device", "threads", "python", "platform", "numpy", "cpu_count"}``, the versions of
+        :data:`LIBRARIES`, plus ``"gpu"`` (device name) on CUDA.
 
     """
     import torch
@@ -217,7 +245,9 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "numpy": np.__version__,
+        "cpu_count": os.cpu_count() or 0,
     }
+    env.update(library_versions())
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
     return env
@@ -237,6 +267,9 @@ def make_results(
     notes: str | None = None,
     primary_metric: str | None = None,
     env: Mapping[str, Any] | None = None,
+    study: str | None = None,
+    evidence: Sequence[str] = (),
+    comparisons: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Assemble a validated results document; computes ``summary``, ``seeds`` and ``env``.
 
@@ -254,6 +287,9 @@ def make_results(
         notes: Free-form remarks.
         primary_metric: The metric the verdict is about (shown first in the report).
         env: Environment description; :func:`environment` when None.
+        study: The study this document belongs to (None for the main study).
+        evidence: The numbers that decided the verdict, one sentence each.
+        comparisons: The verdict's paired comparisons (``Comparison.to_dict()``).
 
     Returns:
         The document as a plain dict, ready for :func:`write_results`.
@@ -286,6 +322,12 @@ def make_results(
         doc["notes"] = notes
     if primary_metric is not None:
         doc["primary_metric"] = primary_metric
+    if study:
+        doc["study"] = study
+    if evidence:
+        doc["evidence"] = [str(e) for e in evidence]
+    if comparisons:
+        doc["comparisons"] = [dict(c) for c in comparisons]
     try:
         validate_results(doc, source=f"results of {method!r}")
     except DataError as exc:
@@ -423,35 +465,3 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{p}: invalid JSON at line {exc.lineno} ({exc.msg}); regenerate the file") from None
     validate_results(doc, source=str(p))
     return doc
-
-
-def paired_difference(rows: Iterable[Row | Mapping[str, Any]], metric: str, a: str, b: str) -> list[float]:
-    """Per-seed difference ``b - a`` of one metric between two row names, over the seeds both have.
-
-    Args:
-        rows: Rows of an experiment.
-        metric: Metric name.
-        a: Reference row name (e.g. the baseline).
-        b: Compared row name (e.g. the method).
-
-    Returns:
-        ``[metric(b, seed) - metric(a, seed) for seed in sorted(common seeds)]``.
-
-    Raises:
-        ConfigError: if a row name has no value of ``metric``, a seed repeats for a name, or no seed is shared.
-
-    """
-    by_seed: dict[str, dict[int, float]] = {a: {}, b: {}}
-    for row in _normalize_rows(rows):
-        if row["name"] in by_seed and metric in row["metrics"]:
-            seen = by_seed[row["name"]]
-            if row["seed"] in seen:
-                raise ConfigError(f"row {row['name']!r} has seed {row['seed']} twice; give each run its own seed")
-            seen[row["seed"]] = row["metrics"][metric]
-    for name in (a, b):
-        if not by_seed[name]:
-            raise ConfigError(f"no row named {name!r} records metric {metric!r}; check the row and metric names")
-    common = sorted(set(by_seed[a]) & set(by_seed[b]))
-    if not common:
-        raise ConfigError(f"rows {a!r} and {b!r} share no seed; run both with the same seeds")
-    return [by_seed[b][s] - by_seed[a][s] for s in common]

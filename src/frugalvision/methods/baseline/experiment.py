@@ -1,12 +1,12 @@
 """The baseline experiment: ERM with a small timm ViT and a small CIFAR-style ResNet on the embedded data.
 
-It proves the pipeline end to end (data -> engine -> results.json -> report) and gives every method its reference
-numbers on the same data, preset and machine.
+It proves the pipeline end to end (data -> engine -> harness -> results.json -> report) and gives every method its
+reference numbers on the same data, preset and machine.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,23 @@ from torch import nn
 
 from frugalvision.data.arrays import ArrayDataset, ImageArrays
 from frugalvision.data.sources import available_default_source, load_source
-from frugalvision.data.splits import stratified_split, stratified_subset
-from frugalvision.engine import Engine, FabricConfig, LoopConfig, latest_checkpoint
+from frugalvision.data.splits import stratified_subset, train_val_indices
+from frugalvision.engine.config import FabricConfig, LoopConfig
 from frugalvision.errors import ConfigError
-from frugalvision.experiment import RunConfig, apply_threads
-from frugalvision.nn import cifar_resnet, small_vit
-from frugalvision.registry import get_method
-from frugalvision.report import bar_plot, line_plot, make_results, summarize, write_results
-from frugalvision.tasks import SupervisedClassification
+from frugalvision.harness import (
+    Context,
+    Experiment,
+    FigureInput,
+    RunConfig,
+    Study,
+    Unit,
+    UnitResult,
+    Verdict,
+    claim_verdict,
+    interleaved_timings,
+    latency_ratio,
+    threshold,
+)
 
 METHOD = "baseline"
 CLAIM = (
@@ -31,6 +40,9 @@ CLAIM = (
     "reference numbers every method is compared with."
 )
 MODELS = ("vit", "resnet")
+#: every offline source of the baseline (Fashion-MNIST, MNIST-5k, digits) has ten classes
+CHANCE = 0.1
+FLOOR = 5 * CHANCE
 
 
 @dataclass
@@ -80,6 +92,10 @@ class BaselineConfig(RunConfig):
         if (self.resnet_depth - 2) % 6:
             raise ConfigError(f"resnet_depth={self.resnet_depth} is invalid; use 6n+2 (20, 32, 56)")
 
+    def arm_name(self, kind: str) -> str:
+        """Row name of a model kind."""
+        return {"vit": "vit-small", "resnet": f"resnet-{self.resnet_depth}"}[kind]
+
 
 def smoke() -> BaselineConfig:
     """Seconds: 2,000 training images of the default offline source (Fashion-MNIST, else MNIST-5k), one seed.
@@ -111,6 +127,13 @@ def standard() -> BaselineConfig:
     return BaselineConfig(preset="standard", threads=1)
 
 
+def extended() -> BaselineConfig:
+    """About ten minutes on 2 CPU cores: the whole 54k/6k/10k Fashion-MNIST split, 1,500 steps per model."""
+    config = BaselineConfig(preset="extended", threads=1, train_size=54000, val_size=6000, test_size=10000)
+    config.loop = dataclasses.replace(config.loop, max_steps=1500, warmup_steps=100, log_every=50)
+    return config
+
+
 def paper() -> BaselineConfig:
     """The full Fashion-MNIST training set, longer schedule (GPU scale for a reference run)."""
     return BaselineConfig(
@@ -127,28 +150,20 @@ def paper() -> BaselineConfig:
     )
 
 
-CONFIG_CLASS = BaselineConfig
-PRESETS = {"smoke": smoke, "standard": standard, "paper": paper}
-
-
 def load_data(config: BaselineConfig) -> tuple[str, ImageArrays, ImageArrays, ImageArrays]:
     """Return (source name, train, val, test) image sets for the config (deterministic subsets, seed 0)."""
     source = available_default_source(config.data_root) if config.dataset == "auto" else config.dataset
     train_full = load_source(source, root=config.data_root, train=True)
     test_full = load_source(source, root=config.data_root, train=False)
-    train_size = min(config.train_size, len(train_full) - min(config.val_size, len(train_full) // 5))
-    val_size = min(config.val_size, len(train_full) - train_size)
-    picked = stratified_subset(train_full.labels, total=train_size + val_size, seed=0)
-    train_part, val_part = stratified_split(
-        train_full.labels[picked], [train_size / len(picked), val_size / len(picked)], seed=0
-    )
-    train_idx, val_idx = picked[train_part], picked[val_part]
+    train_idx, val_idx = train_val_indices(train_full.labels, config.train_size, config.val_size, seed=0)
     test_idx = stratified_subset(test_full.labels, total=min(config.test_size, len(test_full)), seed=0)
     return source, train_full.subset(train_idx), train_full.subset(val_idx), test_full.subset(test_idx)
 
 
 def build_model(kind: str, config: BaselineConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The ViT or ResNet of the experiment, sized for the images."""
+    from frugalvision.nn import cifar_resnet, small_vit
+
     channels, height, _ = image_shape
     if kind == "vit":
         if height % config.vit_patch:
@@ -165,135 +180,143 @@ def build_model(kind: str, config: BaselineConfig, image_shape: tuple[int, int, 
     return cifar_resnet(config.resnet_depth, config.resnet_width, channels, num_classes)
 
 
-def verdict_for(summary_top1: dict[str, dict[str, float]], chance: float) -> tuple[str, str]:
-    """Computed verdict: every model well above chance (mean - std > 5 x chance) -> supported."""
-    rule = (
-        f"supported if every model's mean - std test top-1 exceeds 5 x chance ({5 * chance:.2f}); not supported if "
-        f"any model's mean is below 2 x chance ({2 * chance:.2f}); otherwise inconclusive"
+def run_unit(ctx: Context[BaselineConfig], unit: Unit) -> UnitResult:
+    """Train one model for one seed; evaluate it on validation and test."""
+    from frugalvision.tasks import SupervisedClassification
+
+    config = ctx.config
+    source, train, val, test = ctx.memo("data", lambda: load_data(config))
+    kind = unit.params["kind"]
+    task = SupervisedClassification(
+        lambda: build_model(kind, config, train.image_shape, train.num_classes),
+        ArrayDataset(train),
+        {"val": ArrayDataset(val), "test": ArrayDataset(test)},
     )
-    lows = [stats["mean"] - stats["std"] for stats in summary_top1.values()]
-    means = [stats["mean"] for stats in summary_top1.values()]
-    if min(means) < 2 * chance:
-        return "not supported", rule
-    if min(lows) > 5 * chance:
-        return "supported", rule
-    return "inconclusive", rule
+    result = ctx.fit(task, config.loop)
+    metrics = {
+        "test_top1": result.metrics["test"]["top1"],
+        "test_nll": result.metrics["test"]["nll"],
+        "test_ece": result.metrics["test"]["ece"],
+        "val_top1": result.metrics["val"]["top1"],
+        "params_m": sum(p.numel() for p in result.model.parameters()) / 1e6,
+        "train_s": result.wall_s,
+    }
+    curve = [[h["step"], h["loss"]] for h in result.history if "loss" in h]
+    return UnitResult.one_row(unit, metrics, dataset=source, loss_curve=curve, sizes=[len(train), len(val), len(test)])
 
 
-def run(config: BaselineConfig) -> dict[str, Any]:
-    """Train every model for every seed, evaluate on val and test, write results.json and figures."""
-    config.validate()
-    apply_threads(config.threads)
-    start = time.perf_counter()
-    out_dir = config.method_dir(METHOD)
-    source, train, val, test = load_data(config)
-    engine = Engine(config.fabric, log_dir=out_dir, progress=config.progress)
-    rows: list[dict[str, Any]] = []
-    curves: dict[str, list[list[float]]] = {}
-    for kind in config.models:
-        for seed in config.seeds:
-            name = {"vit": "vit-small", "resnet": f"resnet-{config.resnet_depth}"}[kind]
-            task = SupervisedClassification(
-                lambda kind=kind: build_model(kind, config, train.image_shape, train.num_classes),
-                ArrayDataset(train),
-                {"val": ArrayDataset(val), "test": ArrayDataset(test)},
-            )
-            loop = LoopConfig(**{**config.loop.__dict__, "seed": seed})
-            run_dir = out_dir / "runs" / f"{name}-seed{seed}"
-            resume = config.resume and latest_checkpoint(run_dir / "checkpoints") is not None
-            result = engine.fit(task, loop, run_dir=run_dir, resume=resume, desc=f"{name} seed {seed}")
-            params = sum(p.numel() for p in result.model.parameters())
-            rows.append(
-                {
-                    "name": name,
-                    "seed": seed,
-                    "metrics": {
-                        "test_top1": result.metrics["test"]["top1"],
-                        "test_nll": result.metrics["test"]["nll"],
-                        "test_ece": result.metrics["test"]["ece"],
-                        "val_top1": result.metrics["val"]["top1"],
-                        "params_m": params / 1e6,
-                        "train_s": result.wall_s,
-                    },
-                }
-            )
-            losses = [h["loss"] for h in result.history if "loss" in h]
-            curves.setdefault(name, []).append(losses)
-    figures = []
-    document = None
-    if engine.is_main:
-        steps = [h["step"] for h in result.history if "loss" in h]
-        series = {}
-        for name, runs in curves.items():
-            complete = [r for r in runs if len(r) == len(steps)]
-            if complete:
-                stacked = torch.tensor(complete)
-                series[name] = (stacked.mean(0).tolist(), stacked.std(0, unbiased=False).tolist())
-        figures.append(line_plot(out_dir / "train_loss.png", steps, series, "step", "training loss", "ERM training"))
-        summary = summarize(rows)
-        bar_plot(out_dir / "test_top1.png", summary, "test_top1", "test top-1 by model")
-        figures.append(out_dir / "test_top1.png")
-        verdict, rule = verdict_for(summary["test_top1"], 1.0 / train.num_classes)
-        document = make_results(
-            METHOD,
-            get_method(METHOD).paper,
-            config.preset,
-            source,
-            CLAIM,
-            rows,
-            verdict,
-            rule,
-            time.perf_counter() - start,
-            figures=[Path(f).name for f in figures],
-            primary_metric="test_top1",
-            notes=f"train/val/test = {len(train)}/{len(val)}/{len(test)} images, {config.loop.max_steps} steps, "
-            f"batch {config.loop.batch_size} x {engine.world_size} process(es)",
-        )
-        write_results(document, out_dir)
-    engine.barrier()
-    return document if document is not None else {}
+def units(config: BaselineConfig) -> list[Unit]:
+    """Every model once per seed."""
+    return [Unit(config.arm_name(kind), seed, {"kind": kind}) for seed in config.seeds for kind in config.models]
 
 
-def _plain_pytorch_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loop: LoopConfig) -> float:
-    """Seconds per step of a hand-written PyTorch loop (the peer of the engine benchmark)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
-    model.train()
-    batch = loop.batch_size
-    start = 0.0
-    for step in range(loop.max_steps):
-        if step == 5:
-            start = time.perf_counter()
-        index = (step * batch) % (len(images) - batch)
-        loss = nn.functional.cross_entropy(model(images[index : index + batch]), labels[index : index + batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - start) / (loop.max_steps - 5)
+def verdict(config: BaselineConfig, rows: list[dict[str, Any]]) -> Verdict:
+    """Sanity claim: every model's test top-1 is above 5 x chance beyond the seed noise."""
+    names = [config.arm_name(kind) for kind in config.models]
+    checks = [threshold(rows, "test_top1", name, FLOOR, label=f"5 x chance ({FLOOR:g})") for name in names]
+    return claim_verdict(checks, claim="every model learns far above chance")
+
+
+def figures(fig: FigureInput[BaselineConfig]) -> list[str]:
+    """Mean training-loss curve per model (band: std over seeds)."""
+    from frugalvision.report import line_plot
+
+    series = {}
+    steps: list[float] = []
+    for kind in fig.config.models:
+        curves = [e["loss_curve"] for e in fig.extras(fig.config.arm_name(kind))]
+        if curves and all(len(c) == len(curves[0]) for c in curves):
+            stacked = torch.tensor(curves, dtype=torch.float64)
+            steps = stacked[0, :, 0].tolist()
+            series[fig.config.arm_name(kind)] = (stacked[..., 1].mean(0).tolist(), stacked[..., 1].std(0, unbiased=False).tolist())
+    if not series:
+        return []
+    path = line_plot(fig.out_dir / "train_loss.png", steps, series, "step", "training loss", "ERM training")
+    return [path.name]
+
+
+def notes(config: BaselineConfig, records: list[Any]) -> str:
+    """Data sizes and the loop."""
+    sizes = records[0].extras.get("sizes", [0, 0, 0])
+    return (
+        f"train/val/test = {sizes[0]}/{sizes[1]}/{sizes[2]} images, {config.loop.max_steps} steps, batch "
+        f"{config.loop.batch_size} per process"
+    )
+
+
+def _plain_pytorch_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor):
+    loss = nn.functional.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def benchmark(out_dir: Path) -> dict[str, Any]:
     """Engine overhead: seconds per training step through ``Engine.fit`` vs a plain PyTorch loop, same model/data.
 
+    Interleaved rounds (:mod:`frugalvision.harness.timing`): each round times one ``Engine.fit`` of 20 steps (model
+    build, Fabric setup and data loading included) and 20 steps of a hand-written loop on in-memory tensors; the
+    ratio is the median of the per-round ratios.
+
     Returns:
         Per model: both step times and their ratio (engine / plain); 1.0 means no overhead.
     """
+    from frugalvision.engine import Engine
+    from frugalvision.tasks import SupervisedClassification
+
     config = standard()
     source, train, _, _ = load_data(config)
     images, labels = train.to_float()[:4096], train.labels[:4096]
     results: dict[str, Any] = {"dataset": source, "device": "cpu", "threads": torch.get_num_threads()}
+    steps = 20
     for kind in MODELS:
-        loop = LoopConfig(max_steps=60, batch_size=64, lr=1e-3, log_every=0)
         torch.manual_seed(0)
-        plain = _plain_pytorch_steps(
-            build_model(kind, config, train.image_shape, train.num_classes), images, labels, loop
-        )
+        model = build_model(kind, config, train.image_shape, train.num_classes)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        batch = 64
+
+        def plain(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            for step in range(steps):
+                index = (step * batch) % (len(images) - batch)
+                _plain_pytorch_step(model, optimizer, images[index : index + batch], labels[index : index + batch])
+
         task = SupervisedClassification(
             lambda kind=kind: build_model(kind, config, train.image_shape, train.num_classes),
             torch.utils.data.TensorDataset(images, labels),
         )
         engine = Engine(FabricConfig(accelerator="cpu"), progress=False)
-        short = engine.fit(task, LoopConfig(max_steps=5, batch_size=64, lr=1e-3, log_every=0)).wall_s
-        full = engine.fit(task, loop).wall_s
-        ours = (full - short) / (loop.max_steps - 5)
-        results[kind] = {"engine_s_per_step": ours, "plain_s_per_step": plain, "ratio": ours / plain}
+        loop = LoopConfig(max_steps=steps, batch_size=batch, lr=1e-3, log_every=0, ckpt_every_s=0)
+
+        def through_engine(task: SupervisedClassification = task, engine: Engine = engine) -> None:
+            engine.fit(task, loop)
+
+        timings = interleaved_timings({"engine": through_engine, "plain": plain}, rounds=7, warmup=1)
+        ratio = latency_ratio(timings, "engine", "plain")
+        results[kind] = {
+            "engine_s_per_step": ratio["arm_ms"] / 1e3 / steps,
+            "plain_s_per_step": ratio["reference_ms"] / 1e3 / steps,
+            "ratio": ratio["ratio"],
+            "ratio_q25": ratio["ratio_q25"],
+            "ratio_q75": ratio["ratio_q75"],
+        }
     return results
+
+
+MAIN = Study(
+    claim=CLAIM,
+    primary_metric="test_top1",
+    run_unit=run_unit,
+    verdict=verdict,
+    units=units,
+    figures=figures,
+    notes=notes,
+    null_levels=lambda config: {"test_top1": FLOOR},
+)
+
+EXPERIMENT = Experiment(
+    name=METHOD,
+    config_class=BaselineConfig,
+    presets={"smoke": smoke, "standard": standard, "extended": extended, "paper": paper},
+    main=MAIN,
+    benchmark=benchmark,
+)

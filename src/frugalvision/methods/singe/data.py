@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 from frugalvision.data.arrays import ArrayDataset, ImageArrays
 from frugalvision.data.folders import ImageFolderDataset
 from frugalvision.data.sources import available_default_source, load_source
-from frugalvision.data.splits import stratified_split, stratified_subset
+from frugalvision.data.splits import stratified_subset, train_val_indices
 from frugalvision.engine import derive_seed
 from frugalvision.errors import DataError
 
@@ -110,18 +110,6 @@ class Splits:
     fingerprint: int
 
 
-def pick_train_val(labels: Tensor, train_size: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Disjoint stratified training and validation indices (validation at most a fifth of the file)."""
-    val_size = min(val_size, len(labels) // 5)
-    train_size = min(train_size, len(labels) - val_size)
-    picked = stratified_subset(labels, total=train_size + val_size, seed=seed)
-    if val_size == 0:
-        return picked, picked[:0]
-    fractions = [train_size / len(picked), val_size / len(picked)]
-    train_part, val_part = stratified_split(labels[picked], fractions, seed=seed)
-    return picked[train_part], picked[val_part]
-
-
 def _resize(arrays: ImageArrays, size: int) -> ImageArrays:
     if size <= 0 or arrays.image_shape[1:] == (size, size):
         return arrays
@@ -142,7 +130,7 @@ def array_splits(
     """Splits of an in-memory source (Fashion-MNIST, digits, CIFAR-10 binary), optionally resized (area)."""
     source, train_full = load_split(dataset, root, True)
     _, test_full = load_split(dataset, root, False)
-    train_idx, val_idx = pick_train_val(train_full.labels, train_size, val_size, seed)
+    train_idx, val_idx = train_val_indices(train_full.labels, train_size, val_size, seed)
     test_idx = stratified_subset(test_full.labels, total=min(test_size, len(test_full)), seed=seed)
     train = _resize(train_full.subset(train_idx), image_size)
     val = _resize(train_full.subset(val_idx), image_size) if len(val_idx) else None
@@ -196,7 +184,7 @@ def imagefolder_splits(
     train_full = ImageFolderDataset(root / "train", train_tf, skip_bad_files=skip_bad_files)
     test_full = ImageFolderDataset(root / "val", eval_tf, skip_bad_files=skip_bad_files, classes=train_full.classes)
     labels = torch.as_tensor(train_full.targets, dtype=torch.long)
-    train_idx, val_idx = pick_train_val(labels, train_size, val_size, seed)
+    train_idx, val_idx = train_val_indices(labels, train_size, val_size, seed)
     test_labels = torch.as_tensor(test_full.targets, dtype=torch.long)
     if test_size >= len(test_full):
         test_idx = torch.arange(len(test_full))

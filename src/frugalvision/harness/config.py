@@ -1,11 +1,10 @@
-"""What every method's experiment shares: the run config base, run folders, timing and results writing."""
+"""The fields every experiment config shares (method configs subclass :class:`RunConfig`)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from frugalvision.engine.config import FabricConfig
 from frugalvision.errors import ConfigError
@@ -16,16 +15,16 @@ class RunConfig:
     """Fields every experiment config has (method configs subclass this).
 
     Attributes:
-        preset: which preset these values came from: "smoke", "standard", "paper" or an extra preset of the method.
-        out: root folder of the outputs; the method writes ``<out>/<method>/results.json``.
-        seeds: seeds to repeat the experiment with.
+        preset: which preset these values came from: "smoke", "standard", "extended", "paper" or an extra preset.
+        out: root folder of the outputs; the harness writes ``<out>/<method>/results.json``.
+        seeds: seeds to repeat the experiment with (every arm runs once per seed).
         dataset: dataset source name, or "auto" for the best one found offline.
         data_root: folder holding the real dataset (None: the embedded/default location).
         skip_bad_files: skip (and count) corrupt image files instead of stopping at the first one.
         study: optional study to run instead of the main experiment (e.g. "variants").
-        resume: continue interrupted training runs from their newest checkpoint.
+        resume: skip the arm x seed runs that finished, continue interrupted ones from their newest checkpoint.
         progress: show progress bars.
-        threads: torch CPU threads (0 keeps torch's default).
+        threads: torch CPU threads (0: torch's default, or OMP_NUM_THREADS when set).
         fabric: where to run.
     """
 
@@ -64,7 +63,21 @@ class RunConfig:
         return Path(self.out) / method
 
 
-def apply_threads(threads: int) -> None:
-    """Set torch's intra-op threads when ``threads`` > 0."""
+def apply_threads(threads: int) -> int:
+    """Set torch's intra-op threads when ``threads`` > 0; return the count in use."""
+    import torch
+
     if threads > 0:
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def thread_environment() -> dict[str, object]:
+    """Threads and OpenMP policy of this process, for results.json."""
+    import torch
+
+    return {
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+    }

@@ -1,0 +1,147 @@
+"""What a running unit sees: its config, seed and folder, the engine, and rank-0-safe ways to train and save."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from frugalvision.errors import ConfigError
+from frugalvision.harness.config import RunConfig
+from frugalvision.harness.declare import Unit
+
+if TYPE_CHECKING:
+    import torch
+
+    from frugalvision.engine import Engine, FitResult, LoopConfig, Task
+
+__all__ = ["Context"]
+
+C = TypeVar("C", bound=RunConfig)
+T = TypeVar("T")
+
+
+class Context(Generic[C]):
+    """The harness's handle for a method's unit function (one per study run, re-pointed at each unit).
+
+    Args:
+        config: the run's config.
+        engine: the engine every training run goes through.
+        method: the method's name.
+        out_dir: the study's output folder (``<out>/<method>`` or ``<out>/<method>/<study>``).
+    """
+
+    def __init__(self, config: C, engine: Engine, method: str, out_dir: Path) -> None:
+        self.config = config
+        self.engine = engine
+        self.method = method
+        self.out_dir = out_dir
+        self._unit: Unit | None = None
+        self._fit_names: set[str] = set()
+        self._memo: dict[Hashable, Any] = {}
+
+    # ----------------------------------------------------------------- where we are
+    @property
+    def unit(self) -> Unit:
+        """The unit being run."""
+        if self._unit is None:
+            raise RuntimeError("no unit is running; Context.unit is only valid inside run_unit")
+        return self._unit
+
+    @property
+    def seed(self) -> int:
+        """The current unit's seed."""
+        return self.unit.seed
+
+    @property
+    def unit_dir(self) -> Path:
+        """``<out_dir>/runs/<unit id>``: the current unit's folder (logs, checkpoints, saved weights)."""
+        return self.out_dir / "runs" / self.unit.id
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0 (the only rank that writes)."""
+        return self.engine.is_main
+
+    def begin(self, unit: Unit) -> None:
+        """Point the context at a new unit (the harness calls this)."""
+        self._unit = unit
+        self._fit_names = set()
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        task: Task,
+        loop: LoopConfig,
+        name: str = "",
+        desc: str | None = None,
+        seed: int | None = None,
+    ) -> FitResult:
+        """Train through the engine in ``unit_dir/name`` with checkpoints, continuing from one when it exists.
+
+        The loop's seed becomes the unit's seed unless ``seed`` is given: every arm of one seed then sees the same
+        data order (a paired design). A checkpoint in the folder can only come from an interrupted attempt of this
+        unit (the harness clears the unit's folder before a fresh run), so training continues from it.
+
+        Args:
+            task: the method's task.
+            loop: optimisation settings.
+            name: sub-folder of this run inside the unit (several runs per unit need distinct names).
+            desc: progress-bar label (default: unit id and name).
+            seed: loop seed (default: the unit's seed).
+
+        Returns:
+            The engine's fit result.
+        """
+        from frugalvision.engine import latest_checkpoint
+
+        if name in self._fit_names:
+            raise ConfigError(f"two training runs of unit {self.unit.id} are both named {name!r}; name them apart")
+        self._fit_names.add(name)
+        run_dir = self.unit_dir / name if name else self.unit_dir
+        loop = dataclasses.replace(loop, seed=self.seed if seed is None else seed)
+        resume = latest_checkpoint(run_dir / "checkpoints") is not None
+        label = desc or " ".join(part for part in (self.unit.name, name, f"seed {self.seed}") if part)
+        return self.engine.fit(task, loop, run_dir=run_dir, resume=resume, desc=label)
+
+    # ----------------------------------------------------------------- shared state
+    def memo(self, key: Hashable, build: Callable[[], T]) -> T:
+        """Build a value once per study run and process (data splits, a tokenizer, a pretrained model...)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def cache_path(self, name: str) -> Path:
+        """A file path under ``<out>/<method>/cache`` (shared by the main run and the studies, kept across runs).
+
+        Write it with :meth:`save_weights` or under :meth:`main_first`; name it by a hash of what it depends on.
+        """
+        return Path(self.config.out) / self.method / "cache" / name
+
+    def save_weights(self, state: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+        """Write safetensors weights on rank 0 only (atomically), then wait for every rank."""
+        from frugalvision.engine import save_weights
+
+        path = Path(path)
+        if self.is_main:
+            save_weights(state, path)
+        self.engine.barrier()
+        return path
+
+    def main_first(self, build: Callable[[], T]) -> T:
+        """Run ``build`` on rank 0 first (e.g. to write a cache file), then on the other ranks."""
+        if self.is_main:
+            value = build()
+            self.engine.barrier()
+            return value
+        self.engine.barrier()
+        return build()
+
+    def clear_unit(self, unit: Unit) -> None:
+        """Delete a unit's folder (rank 0), before a fresh run of it."""
+        folder = self.out_dir / "runs" / unit.id
+        if self.is_main and folder.exists():
+            shutil.rmtree(folder)
+        self.engine.barrier()
