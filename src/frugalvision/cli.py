@@ -233,7 +233,9 @@ def cmd_reproduce(args: list[str]) -> int:
         if _is_main_process():
             elapsed = time.perf_counter() - start
             eta = f", ETA {_duration(elapsed / (index - 1) * (len(methods) - index + 1))}" if index > 1 else ""
-            print(f"== [{index}/{len(methods)}] {method} ({options.preset}), {_duration(elapsed)} so far{eta}", flush=True)
+            print(
+                f"== [{index}/{len(methods)}] {method} ({options.preset}), {_duration(elapsed)} so far{eta}", flush=True
+            )
         run_method(method, config)
     if not _is_main_process():
         return 0

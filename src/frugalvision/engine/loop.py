@@ -300,7 +300,9 @@ class Engine:
         self._load_states(run.model, run.optimizer, model_state, train_state)
         if run.ema is not None:
             if ema_state is None:
-                raise CheckpointError(f"{folder} has no EMA weights but loop.ema_decay > 0; resume with the same config")
+                raise CheckpointError(
+                    f"{folder} has no EMA weights but loop.ema_decay > 0; resume with the same config"
+                )
             run.ema.load_state_dict(ema_state)
         run.step = int(train_state["step"])
         restore_rng_state(train_state["rng"])
@@ -369,7 +371,9 @@ class Engine:
             for key, value in step_logs.items():
                 logs[key] = logs.get(key, 0.0) + float(value) / loop.grad_accum
         if loop.clip_grad_norm > 0:
-            grad_norm = fabric.clip_gradients(model, run.optimizer, max_norm=loop.clip_grad_norm, error_if_nonfinite=False)
+            grad_norm = fabric.clip_gradients(
+                model, run.optimizer, max_norm=loop.clip_grad_norm, error_if_nonfinite=False
+            )
             logs["grad_norm"] = float(grad_norm)
             if self.config.precision != "16-mixed" and not math.isfinite(logs["grad_norm"]):
                 self._diverged(f"gradient norm is {logs['grad_norm']} at step {run.step}", run)

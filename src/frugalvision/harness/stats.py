@@ -304,7 +304,9 @@ def claim_verdict(
     """
     if not comparisons:
         raise ConfigError("a verdict needs at least one comparison; compare the method with its reference")
-    parts = [f"{c.better} > {c.reference} on {c.metric}" + (f" by > {c.margin:g}" if c.margin else "") for c in comparisons]
+    parts = [
+        f"{c.better} > {c.reference} on {c.metric}" + (f" by > {c.margin:g}" if c.margin else "") for c in comparisons
+    ]
     refute = "any" if any_worse_refutes else "every"
     worse_words = "its upper bound below " + (
         "0" if all(c.equivalence == 0 for c in comparisons) else "the equivalence margin"
@@ -384,9 +386,7 @@ def null_rows(
         {
             "name": row["name"],
             "seed": row["seed"],
-            "metrics": {
-                m: centre.get(m, 0.0) + rng.gauss(0.0, noise_scale * sizes[m]) for m in row["metrics"]
-            },
+            "metrics": {m: centre.get(m, 0.0) + rng.gauss(0.0, noise_scale * sizes[m]) for m in row["metrics"]},
         }
         for row in plain
     ]
