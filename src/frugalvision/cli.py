@@ -43,6 +43,8 @@ commands:
                                  --out DIR, --seeds 0 1 2, any config field (--loop.lr 0.01 ...)
   reproduce [options]          run every available experiment (--preset, --resume, --methods), then the report
   report [--out DIR]           render <out>/REPORT.md and report.html from the results.json files
+                                 (--archive results: copy them under results/<method>/<preset>/;
+                                  --readme README.md: regenerate the README's results table from the archive)
   bench [options]              run the speed benchmarks of the available methods
 
 `frugal run METHOD --help` lists every field of that method's config."""
@@ -75,9 +77,14 @@ class ReportArgs:
 
     Attributes:
         out: output root holding ``<method>/results.json`` files.
+        archive: copy the results.json files and figures into this folder as ``<method>/<preset>/`` (e.g.
+            ``results``, the committed results the README quotes).
+        readme: regenerate the results table of this README from the ``archive`` folder.
     """
 
     out: str = "runs"
+    archive: str = ""
+    readme: str = ""
 
 
 @dataclass
@@ -252,13 +259,20 @@ def cmd_reproduce(args: list[str]) -> int:
 def cmd_report(args: list[str]) -> int:
     """``frugal report``."""
     options = parse_args(ReportArgs, args, "frugal report")
-    from frugalvision.report import write_report
+    from frugalvision.report import archive_results, update_readme, write_report
 
+    if options.readme and not options.archive:
+        raise ConfigError("--readme needs --archive (the folder the table is built from), e.g. --archive results")
     root = Path(options.out)
-    if not root.is_dir():
+    if root.is_dir():
+        markdown, html = write_report(root)
+        print(f"wrote {markdown} and {html}")
+        if options.archive:
+            print(f"archived {len(archive_results(root, options.archive))} results file(s) under {options.archive}")
+    elif not options.readme:
         raise ConfigError(f"output folder {root} does not exist; run `frugal reproduce --out {root}` first")
-    markdown, html = write_report(root)
-    print(f"wrote {markdown} and {html}")
+    if options.readme:
+        print(f"updated the results table of {update_readme(options.readme, options.archive)}")
     return 0
 
 

@@ -13,6 +13,7 @@ from frugalvision.report import (
     line_plot,
     make_results,
     render_html,
+    render_markdown,
     write_report,
     write_results,
 )
@@ -81,8 +82,8 @@ def test_report_from_two_results(tmp_path):
     md = md_path.read_text()
     assert md_path.name == "REPORT.md" and html_path.name == "report.html"
     assert "## singe — arXiv:2207.04089" in md and "## mimo — arXiv:2010.06610" in md
-    assert "| mimo | smoke | **inconclusive** | 3.0 |" in md
-    assert "| singe | standard | **supported** | 95.2 |" in md
+    assert "| mimo | main | smoke | **inconclusive** | 3.0 |" in md
+    assert "| singe | main | standard | **supported** | 95.2 |" in md
     assert "| magnitude | 0.810 ± 0.010 | 0.410 ± 0.000 |" in md  # primary metric first
     assert "| ensemble | 0.031 ± 0.000 | 0.400 ± 0.000 |" in md
     assert "**Verdict: supported** — singe top1 > magnitude top1 on every seed" in md
@@ -144,3 +145,34 @@ def test_image_grid_and_bad_figure_args(tmp_path):
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []  # every helper closes its figure, also on errors
+
+
+def test_studies_get_their_own_section_after_the_main_study_with_their_evidence(tmp_path):
+    _write_fixtures(tmp_path)
+    study = make_results(
+        "singe",
+        "arXiv:2207.04089",
+        "smoke",
+        "d",
+        "c",
+        [Row("a", 0, {"m": 1.0})],
+        "inconclusive",
+        "r",
+        2.0,
+        env=ENV,
+        study="ablation",
+        evidence=["a - b on m: +0.010 (95 % lower bound -0.2)"],
+    )
+    write_results(study, tmp_path / "singe" / "ablation")
+    docs = collect_results(tmp_path)
+    assert [(d["method"], d.get("study"), d["_folder"]) for d in docs] == [
+        ("mimo", None, "mimo"),
+        ("singe", None, "singe"),
+        ("singe", "ablation", "singe/ablation"),
+    ]
+    md = render_markdown(docs, tmp_path)
+    assert "| singe | ablation | smoke | **inconclusive** | 2.0 |" in md
+    assert "## singe · study ablation — arXiv:2207.04089" in md
+    assert "- a - b on m: +0.010 (95 % lower bound -0.2)" in md
+    assert md.index("## singe — ") < md.index("## singe · study ablation")
+    assert "<li>a - b on m: +0.010 (95 % lower bound -0.2)</li>" in render_html(docs, tmp_path)

@@ -10,7 +10,6 @@ from frugalvision.report import (
     environment,
     load_results,
     make_results,
-    paired_difference,
     summarize,
     write_results,
 )
@@ -120,12 +119,3 @@ def test_load_reports_missing_and_bad_keys(tmp_path):
         load_results(path)
     with pytest.raises(DataError, match="no such results file"):
         load_results(tmp_path / "nope" / "results.json")
-
-
-def test_paired_difference():
-    assert paired_difference(ROWS, "top1", "baseline", "ours") == pytest.approx([0.05, 0.01, 0.07], abs=1e-6)
-    assert paired_difference(ROWS, "top1", "baseline", "single") == pytest.approx([-0.3])
-    with pytest.raises(ConfigError, match="no row named 'x'"):
-        paired_difference(ROWS, "top1", "x", "ours")
-    with pytest.raises(ConfigError, match="seed 0 twice"):
-        paired_difference([*ROWS, Row("ours", 0, {"top1": 1.0})], "top1", "baseline", "ours")

@@ -1,5 +1,6 @@
 """Results format (results.json), Markdown/HTML report rendering and matplotlib figure helpers."""
 
+from frugalvision.report.archive import archive_results, load_archive, results_table, update_readme
 from frugalvision.report.figures import bar_plot, image_grid, line_plot
 from frugalvision.report.render import (
     collect_results,
@@ -27,6 +28,7 @@ __all__ = [
     "VERDICTS",
     "ResultsDoc",
     "Row",
+    "archive_results",
     "bar_plot",
     "collect_results",
     "environment",
@@ -34,11 +36,14 @@ __all__ = [
     "format_number",
     "image_grid",
     "line_plot",
+    "load_archive",
     "load_results",
     "make_results",
     "render_html",
     "render_markdown",
+    "results_table",
     "summarize",
+    "update_readme",
     "validate_results",
     "write_report",
     "write_results",

@@ -1,9 +1,9 @@
-"""Render every ``<root>/<method>/results.json`` into one ``REPORT.md`` and one self-contained ``report.html``.
+"""Render every ``<root>/<method>[/<study>]/results.json`` into one ``REPORT.md`` and one ``report.html``.
 
-Layout: a summary table (method | preset | verdict | wall s), then one section per method with the paper id, the
-claim, the run facts, a table of ``mean ± std`` per row name and metric, the verdict with its rule, any notes, and the
-figures (those listed in ``figures`` first, then any other ``*.png`` in the method folder). Image paths are relative
-to ``root``, so the report works wherever the folder is moved.
+Layout: a summary table (method | study | preset | verdict | wall s), then one section per method and study with the
+paper id, the claim, the run facts, a table of ``mean ± std`` per row name and metric, the verdict with its rule and
+the evidence that decided it, any notes, and the figures (those listed in ``figures`` first, then any other ``*.png``
+in the folder). Image paths are relative to ``root``, so the report works wherever the folder is moved.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ _FOLDER_KEY = "_folder"
 
 
 def collect_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Load and validate every ``root/*/results.json``, sorted by method name (then folder).
+    """Load and validate every ``root/<method>/results.json`` and ``root/<method>/<study>/results.json``.
 
-    Each returned dict gets an extra in-memory key ``"_folder"``: the name of its folder under ``root`` (used to
-    resolve figure paths; :func:`~frugalvision.report.schema.write_results` never writes ``_``-keys).
+    Sorted by method, the main study first. Each returned dict gets an extra in-memory key ``"_folder"``: its folder
+    relative to ``root`` in POSIX form (used to resolve figure paths;
+    :func:`~frugalvision.report.schema.write_results` never writes ``_``-keys).
 
     Args:
         root: Output folder holding one sub-folder per method.
@@ -47,11 +48,11 @@ def collect_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not base.is_dir():
         raise DataError(f"{base}: not a folder; pass the output folder of `frugal reproduce`")
     docs = []
-    for path in sorted(base.glob(f"*/{RESULTS_FILE}")):
+    for path in [*base.glob(f"*/{RESULTS_FILE}"), *base.glob(f"*/*/{RESULTS_FILE}")]:
         doc = load_results(path)
-        doc[_FOLDER_KEY] = path.parent.name
+        doc[_FOLDER_KEY] = path.parent.relative_to(base).as_posix()
         docs.append(doc)
-    docs.sort(key=lambda d: (d["method"], d[_FOLDER_KEY]))
+    docs.sort(key=lambda d: (d["method"], d.get("study") is not None, d.get("study") or "", d[_FOLDER_KEY]))
     return docs
 
 
@@ -93,6 +94,18 @@ def format_mean_std(mean: float, std: float) -> str:
 
 def _folder(doc: Mapping[str, Any]) -> str:
     return str(doc.get(_FOLDER_KEY) or doc["method"])
+
+
+def _title(doc: Mapping[str, Any]) -> str:
+    study = f" · study {doc['study']}" if doc.get("study") else ""
+    return f"{doc['method']}{study} — {doc['paper']}"
+
+
+def _summary_cells(doc: Mapping[str, Any]) -> list[str]:
+    return [doc["method"], doc.get("study") or "main", doc["preset"], doc["verdict"], format_number(doc["wall_s"], 1)]
+
+
+SUMMARY_HEADER = ["method", "study", "preset", "verdict", "wall s"]
 
 
 def _metric_columns(doc: Mapping[str, Any]) -> list[str]:
@@ -182,13 +195,17 @@ def render_markdown(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[s
     """
     base = Path(root)
     lines = ["# frugalvision report", "", f"{len(docs)} experiment(s) under `{base}`.", ""]
-    summary_rows = [[d["method"], d["preset"], f"**{d['verdict']}**", format_number(d["wall_s"], 1)] for d in docs]
-    lines += _md_table(["method", "preset", "verdict", "wall s"], summary_rows)
+    summary_rows = []
+    for doc in docs:
+        cells = _summary_cells(doc)
+        cells[3] = f"**{cells[3]}**"
+        summary_rows.append(cells)
+    lines += _md_table(SUMMARY_HEADER, summary_rows)
     for doc in docs:
         header, body = _table(doc)
         lines += [
             "",
-            f"## {_md_text(doc['method'])} — {_md_text(doc['paper'])}",
+            f"## {_md_text(_title(doc))}",
             "",
             f"**Claim.** {_md_text(doc['claim'])}",
             "",
@@ -197,6 +214,8 @@ def render_markdown(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[s
         ]
         lines += _md_table(header, body)
         lines += ["", f"**Verdict: {doc['verdict']}** — {_md_text(doc['verdict_rule'])}"]
+        if doc.get("evidence"):
+            lines += [""] + [f"- {_md_text(sentence)}" for sentence in doc["evidence"]]
         if doc.get("notes"):
             lines += ["", f"*Notes.* {_md_text(doc['notes'])}"]
         for rel, exists in _figures(doc, base):
@@ -259,21 +278,18 @@ def render_html(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[str])
         "<h1>frugalvision report</h1>",
         f'<p class="meta">{len(docs)} experiment(s) under <code>{esc(str(base))}</code>.</p>',
     ]
-    summary_rows = [
-        [
-            f'<a href="#{esc(_section_id(d))}">{esc(d["method"])}</a>',
-            esc(d["preset"]),
-            f'<strong class="{_verdict_class(d["verdict"])}">{esc(d["verdict"])}</strong>',
-            esc(format_number(d["wall_s"], 1)),
-        ]
-        for d in docs
-    ]
-    parts += _html_table(["method", "preset", "verdict", "wall s"], summary_rows, raw_cols=(0, 1, 2, 3))
+    summary_rows = []
+    for doc in docs:
+        cells = [esc(c) for c in _summary_cells(doc)]
+        cells[0] = f'<a href="#{esc(_section_id(doc))}">{cells[0]}</a>'
+        cells[3] = f'<strong class="{_verdict_class(doc["verdict"])}">{cells[3]}</strong>'
+        summary_rows.append(cells)
+    parts += _html_table(SUMMARY_HEADER, summary_rows, raw_cols=tuple(range(len(SUMMARY_HEADER))))
     for doc in docs:
         header, body = _table(doc)
         parts += [
             f'<section id="{esc(_section_id(doc))}">',
-            f"<h2>{esc(doc['method'])} — {esc(doc['paper'])}</h2>",
+            f"<h2>{esc(_title(doc))}</h2>",
             f'<p class="claim"><strong>Claim.</strong> {esc(doc["claim"])}</p>',
             f'<p class="meta">{esc(_facts(doc))}</p>',
         ]
@@ -282,6 +298,8 @@ def render_html(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[str])
             f'<p><strong class="{_verdict_class(doc["verdict"])}">Verdict: {esc(doc["verdict"])}</strong> — '
             f"{esc(doc['verdict_rule'])}</p>"
         )
+        if doc.get("evidence"):
+            parts.append("<ul>" + "".join(f"<li>{esc(e)}</li>" for e in doc["evidence"]) + "</ul>")
         if doc.get("notes"):
             parts.append(f"<p><em>Notes.</em> {esc(doc['notes'])}</p>")
         for rel, exists in _figures(doc, base):
@@ -297,7 +315,7 @@ def render_html(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[str])
 
 
 def write_report(root: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Collect every ``root/*/results.json`` and write ``root/REPORT.md`` and ``root/report.html`` atomically.
+    """Collect every results.json under ``root`` and write ``root/REPORT.md`` and ``root/report.html`` atomically.
 
     Args:
         root: Output folder holding one sub-folder per method.

@@ -1,31 +1,28 @@
 import pytest
 
 from frugalvision.methods.baseline import experiment
-from frugalvision.report import load_results
 
 
-def test_smoke_experiment_writes_valid_results_with_a_computed_verdict(tmp_path):
-    config = experiment.smoke()
-    config.out = str(tmp_path)
-    config.progress = False
-    document = experiment.run(config)
-    loaded = load_results(tmp_path / "baseline" / "results.json")
-    assert loaded["verdict"] == document["verdict"]
-    names = {row["name"] for row in loaded["rows"]}
-    assert names == {"vit-small", "resnet-8"}
-    for row in loaded["rows"]:
-        assert 0.0 <= row["metrics"]["test_top1"] <= 1.0
-    summary = loaded["summary"]["test_top1"]
-    verdict, _ = experiment.verdict_for(summary, 0.1)
-    assert verdict == loaded["verdict"]
-    for figure in loaded["figures"]:
-        assert (tmp_path / "baseline" / figure).is_file()
+def _rows(vit, resnet, spread=0.01):
+    rows = []
+    for seed, noise in enumerate((-spread, 0.0, spread)):
+        rows.append({"name": "vit-small", "seed": seed, "metrics": {"test_top1": vit + noise}})
+        rows.append({"name": "resnet-8", "seed": seed, "metrics": {"test_top1": resnet + noise}})
+    return rows
 
 
 @pytest.mark.parametrize(
     "means, expected",
-    [((0.9, 0.8), "supported"), ((0.9, 0.15), "not supported"), ((0.9, 0.45), "inconclusive")],
+    [((0.9, 0.8), "supported"), ((0.9, 0.15), "not supported"), ((0.9, 0.5), "inconclusive")],
 )
-def test_verdict_rule(means, expected):
-    summary = {f"m{i}": {"mean": m, "std": 0.01} for i, m in enumerate(means)}
-    assert experiment.verdict_for(summary, 0.1)[0] == expected
+def test_the_verdict_compares_every_model_with_five_times_chance(means, expected):
+    config = experiment.smoke()
+    config.resnet_depth = 8
+    assert experiment.verdict(config, _rows(*means)).verdict == expected
+
+
+def test_standard_units_pair_both_models_on_every_seed():
+    config = experiment.standard()
+    units = experiment.units(config)
+    assert [(u.name, u.seed) for u in units] == [(config.arm_name(k), s) for s in config.seeds for k in config.models]
+    assert len(config.seeds) >= 3
