@@ -1,36 +1,85 @@
-"""Experiment plumbing: verdict rule, config validation, presets, BN recalibration and a tiny end-to-end run."""
+"""Experiment declaration: verdict rules on constructed rows, presets, BN recalibration, a tiny run and its resume."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from frugalvision.errors import ConfigError
+from frugalvision.harness import run_experiment, supported_rate
 from frugalvision.methods.singe import config as C
-from frugalvision.methods.singe import experiment, runner
+from frugalvision.methods.singe import experiment as X
 from frugalvision.methods.singe import pruning as P
 from frugalvision.methods.singe import task as T
 from frugalvision.nn import cifar_resnet
 
 torch.set_num_threads(1)
+AT = "@0.50"
 
 
-def test_classify_and_verdict_rule() -> None:
-    assert runner.classify([0.02, 0.03, 0.025]) == "positive"
-    assert runner.classify([-0.02, -0.03, -0.025]) == "negative"
-    assert runner.classify([0.05, -0.04, 0.0]) == "neutral"
-    assert runner.verdict_of("positive", "positive") == "supported"
-    assert runner.verdict_of("positive", "negative") == "not supported"
-    assert runner.verdict_of("positive", "neutral") == "inconclusive"
+def _rows(singe: list[float], l1: list[float], taylor: list[float], oneshot: list[float], dense: float = 0.8) -> list:
+    rows = []
+    for seed in range(len(singe)):
+        values = {"singe entwined": singe, "l1 entwined": l1, "taylor_tp entwined": taylor, "singe oneshot": oneshot}
+        for name, per_seed in values.items():
+            rows.append({"name": f"E2 {name} {AT}", "seed": seed, "metrics": {"top1": per_seed[seed]}})
+        rows.append({"name": "dense", "seed": seed, "metrics": {"top1": dense, "chance": 0.1}})
+    return rows
+
+
+def test_main_verdict_needs_every_paired_comparison_better_and_a_dense_model_that_learns() -> None:
+    config = C.standard()
+    base = [0.70, 0.72, 0.71]
+    better = [v + d for v, d in zip(base, (0.03, 0.04, 0.035), strict=True)]
+    assert X.verdict(config, _rows(better, base, base, base)).verdict == "supported"
+    # significantly worse than L1 refutes, even when better than the rest
+    strong_l1 = [v + d for v, d in zip(better, (0.05, 0.06, 0.055), strict=True)]
+    assert X.verdict(config, _rows(better, strong_l1, base, base)).verdict == "not supported"
+    worse = [v - d for v, d in zip(base, (0.03, 0.04, 0.035), strict=True)]
+    assert X.verdict(config, _rows(worse, base, base, base)).verdict == "not supported"
+    # one comparison unclear: inconclusive
+    noisy = [0.72, 0.69, 0.75]
+    assert X.verdict(config, _rows(better, base, noisy, base)).verdict == "inconclusive"
+    # the dense model at chance: the claim cannot be judged
+    at_chance = X.verdict(config, _rows(better, base, base, base, dense=0.12))
+    assert at_chance.verdict == "inconclusive" and "precondition" in at_chance.evidence[-1]
+    assert len(at_chance.comparisons) == 3 and "one-sided 95%" in at_chance.rule
+
+
+def test_main_rule_says_supported_at_most_five_percent_under_no_effect() -> None:
+    config = C.standard()
+    rows = _rows([0.70, 0.72, 0.71], [0.70, 0.69, 0.73], [0.71, 0.70, 0.72], [0.74, 0.73, 0.75])
+    assert supported_rate(lambda r: X.verdict(config, r), rows, trials=2000) <= 0.05
+
+
+def test_variant_verdict_picks_the_best_candidate_and_corrects_alpha_for_k() -> None:
+    config = C.smoke()
+    labels = X.candidate_labels(config)
+    k = len(labels)
+    rows = []
+    for seed in range(3):
+        for index, name in enumerate(["l1", "taylor_tp", *labels]):
+            value = 0.40 + 0.01 * seed + (0.10 + 0.002 * seed if name == labels[-1] else 0.001 * index)
+            rows.append({"name": name, "seed": seed, "metrics": {"val_top1_bn_recal": value, "passes": 1.0}})
+    result = X.variant_verdict(config, rows)
+    assert X.best_candidate(config, rows) == labels[-1] and result.verdict == "supported"
+    assert all(c.alpha == pytest.approx(0.05 / k) for c in result.comparisons)
+    assert "among k" in result.rule
+    null = supported_rate(lambda r: X.variant_verdict(config, r), rows, trials=1000)
+    assert null <= 0.05
 
 
 def test_presets_validate_and_bad_fields_raise() -> None:
-    assert set(experiment.PRESETS) == {"smoke", "standard", "paper", "paper_cifar10"}
-    assert experiment.STUDIES == ("variants",)
-    for make in experiment.PRESETS.values():
-        make().validate()
+    assert set(X.EXPERIMENT.presets) == {"smoke", "standard", "extended", "paper", "paper_cifar10"}
+    assert set(X.EXPERIMENT.studies) == {"variants"}
+    for make in X.EXPERIMENT.presets.values():
+        config = make()
+        config.validate()
+        assert config.e2_target in config.e2_targets
+    assert len(C.standard().seeds) >= 3 and C.standard().threads == 2
     for change in (
         {"depth": 9},
         {"targets": (1.2,)},
@@ -41,6 +90,7 @@ def test_presets_validate_and_bad_fields_raise() -> None:
         {"pretrained": "weights.pth"},
         {"e1_criteria": ("magic",)},
         {"study_criteria": ("ig_norm/gate/layer",)},
+        {"latency_rounds": 0},
     ):
         config = C.smoke()
         for key, value in change.items():
@@ -49,6 +99,17 @@ def test_presets_validate_and_bad_fields_raise() -> None:
             config.validate()
     with pytest.raises(ConfigError):
         C.SingeCriterion(criterion="ig_norm", granularity="gate").validate()
+
+
+def test_units_are_one_per_job_and_seed_with_the_dense_model_first() -> None:
+    config = C.standard()
+    units = X.main_units(config)
+    per_seed = 3 + len(config.e2_targets) * (2 * len(config.e2_criteria) + 1)
+    assert len(units) == per_seed * len(config.seeds) and units[0].name == "dense"
+    assert len({u.id for u in units}) == len(units)
+    assert [u.seed for u in units] == sorted(u.seed for u in units)
+    assert {u.name for u in units if u.params["kind"] == "e2"} >= {"e2-singe-entwined-0.50", "e2-l1-oneshot-0.50"}
+    assert len(X.variant_units(config)) == (2 + len(X.candidate_labels(config))) * len(config.seeds)
 
 
 def test_recalibrate_bn_matches_batch_statistics() -> None:
@@ -61,8 +122,8 @@ def test_recalibrate_bn_matches_batch_statistics() -> None:
     assert not model.training
 
 
-def test_tiny_end_to_end_run_writes_results_and_a_loadable_model(tmp_path) -> None:  # noqa: ANN001
-    config = C.SingeConfig(
+def _tiny(tmp_path) -> C.SingeConfig:  # noqa: ANN001
+    return C.SingeConfig(
         preset="smoke",
         out=str(tmp_path),
         seeds=(0, 1),
@@ -84,11 +145,18 @@ def test_tiny_end_to_end_run_writes_results_and_a_loadable_model(tmp_path) -> No
         sparse_steps=2,
         finetune_batch=16,
         latency_threads=1,
+        latency_rounds=1,
         progress=False,
         threads=1,
+        study_steps=(1,),
+        study_targets=(0.5,),
     )
-    doc = experiment.run(config)
-    assert doc["verdict"] in ("supported", "not supported", "inconclusive")
+
+
+def test_tiny_run_writes_results_a_loadable_model_and_resumes_an_interrupted_unit(tmp_path) -> None:  # noqa: ANN001
+    config = _tiny(tmp_path)
+    doc = run_experiment(X.EXPERIMENT, config)
+    assert doc["verdict"] in ("supported", "not supported", "inconclusive") and doc["comparisons"]
     names = {row["name"] for row in doc["rows"]}
     assert {
         "dense",
@@ -104,13 +172,28 @@ def test_tiny_end_to_end_run_writes_results_and_a_loadable_model(tmp_path) -> No
     for row in saved["rows"]:
         if row["name"].startswith("E2"):
             assert row["metrics"]["finetune_steps"] == 4
-    model = P.load_pruned(tmp_path / "singe" / "pruned-singe-entwined-seed0")
+    unit = tmp_path / "singe" / "runs" / "e2-singe-entwined-0.50-seed0"
+    model = P.load_pruned(unit / "pruned")
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
-    config.study = "variants"
-    config.study_steps = (1,)
-    config.study_targets = (0.5,)
-    study = experiment.run(config)
-    assert (tmp_path / "singe" / "variants" / "winner.json").is_file() and study["rows"]
+    assert (unit / "round1" / "checkpoints").is_dir() and (unit / "round2" / "checkpoints").is_dir()
+    assert len(list((tmp_path / "singe" / "cache").glob("dense-*.safetensors"))) == 2
+
+    # interrupt the entwined unit after its first round: --resume keeps round 1 and trains round 2 again
+    before = json.loads((unit / "unit.json").read_text())["rows"][0]["metrics"]
+    (unit / "unit.json").unlink()
+    shutil.rmtree(unit / "round2")
+    config.resume = True
+    again = run_experiment(X.EXPERIMENT, config)
+    after = json.loads((unit / "unit.json").read_text())["rows"][0]["metrics"]
+    assert {k: after[k] for k in ("top1", "nll", "lr_sum", "finetune_steps")} == {
+        k: before[k] for k in ("top1", "nll", "lr_sum", "finetune_steps")
+    }
+    assert again["verdict"] == doc["verdict"]
+
+    config.resume, config.study = False, "variants"
+    study = run_experiment(X.EXPERIMENT, config)
+    assert study["rows"] and "Winner" in study["notes"]
+    assert {row["name"] for row in study["rows"]} == {"l1", "taylor_tp", *X.candidate_labels(config)}
 
 
 def test_cifar10_binary_reader_on_a_fixture_in_the_official_layout(tmp_path) -> None:  # noqa: ANN001

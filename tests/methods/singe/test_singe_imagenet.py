@@ -14,10 +14,11 @@ from torchvision.models import resnet50
 
 from frugalvision.engine import Engine, FabricConfig, save_weights
 from frugalvision.errors import DataError
+from frugalvision.harness import Context, run_experiment
 from frugalvision.methods.singe import config as C
 from frugalvision.methods.singe import data as D
+from frugalvision.methods.singe import experiment as X
 from frugalvision.methods.singe import pruning as P
-from frugalvision.methods.singe import runner
 from frugalvision.methods.singe import task as T
 
 torch.set_num_threads(1)
@@ -73,10 +74,11 @@ def test_resnet50_singe_prunes_bottleneck_groups_finetunes_and_round_trips(tmp_p
         progress=False,
     )
     config.validate()
-    data = runner.load_data(config, seed=0)
+    data = X.load_data(config, seed=0)
     engine = Engine(FabricConfig(), progress=False)
-    dense = runner.dense_model(config, engine, data, seed=0)
-    assert runner.architecture(config, data) == ("torchvision_resnet50", {"num_classes": 2})
+    ctx = Context(config, engine, "singe", tmp_path / "out")
+    dense = X.dense_model(ctx, data, seed=0)
+    assert X.architecture(config, data) == ("torchvision_resnet50", {"num_classes": 2})
     example = torch.zeros(1, *data.image_shape)
     calib = D.calibration_batches(data.calib, 4, 0, torch.device("cpu"))
     settings = P.CriterionSettings(steps=1, rule="right")
@@ -98,9 +100,9 @@ def test_resnet50_singe_prunes_bottleneck_groups_finetunes_and_round_trips(tmp_p
     before = [p.detach().clone() for p in model.parameters()]
     lrs = T.finetune(engine, model, data.train, T.FinetuneSettings(steps=1, batch_size=4, lr=0.01), 1, 0, seed=0)
     assert len(lrs) == 1 and any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    assert set(runner.evaluate(engine, model, data.test)) == {"top1", "nll"}
+    assert set(X.evaluate(ctx, model, data.test)) == {"top1", "nll"}
 
-    plan = P.PruningPlan(*runner.architecture(config, data), [1, *data.image_shape], history)
+    plan = P.PruningPlan(*X.architecture(config, data), [1, *data.image_shape], history)
     P.save_pruned(model.eval(), plan, tmp_path / "pruned")
     reloaded = P.load_pruned(tmp_path / "pruned")
     x = torch.stack([data.test[i][0] for i in range(len(data.test))])
@@ -142,7 +144,7 @@ def test_paper_preset_runs_end_to_end_on_the_fixture(tmp_path) -> None:  # noqa:
     }
     for key, value in overrides.items():
         setattr(config, key, value)
-    doc = runner.run(config)
+    doc = run_experiment(X.EXPERIMENT, config)
     assert doc["dataset"] == "imagenet" and doc["verdict"] in ("supported", "not supported", "inconclusive")
-    model = P.load_pruned(tmp_path / "runs" / "singe" / "pruned-singe-entwined-seed0")
+    model = P.load_pruned(tmp_path / "runs" / "singe" / "runs" / "e2-singe-entwined-0.50-seed0" / "pruned")
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

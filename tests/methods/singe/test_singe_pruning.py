@@ -119,15 +119,16 @@ def test_stream_order_continues_across_slices() -> None:
 
 
 def test_speed_ratio_needs_a_physically_pruned_model() -> None:
-    from frugalvision.methods.singe.measure import speed_ratio
+    from frugalvision.methods.singe.bench import speed_ratio
 
     dense = _model()
     x, _ = _data(4)
     with pytest.raises(ValueError):
-        speed_ratio(dense, dense, x, repeats=1, number=1)
+        speed_ratio(dense, dense, x, rounds=1, number=1)
     pruned = T.prune_and_finetune(None, dense, x[:1], "l1", [], 0.5, 1, None, T.FinetuneSettings(steps=0)).model
-    measured = speed_ratio(dense, pruned, x, repeats=1, number=1)
+    measured = speed_ratio(dense, pruned, x, rounds=3, number=1, warmup=0)
     assert measured["latency_ratio"] > 0 and measured["dense_ms"] > 0
+    assert measured["latency_ratio_q25"] <= measured["latency_ratio"] <= measured["latency_ratio_q75"]
 
 
 def test_lr_restarts_keep_the_data_stream_and_restart_the_cosine() -> None:

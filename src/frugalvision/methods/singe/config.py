@@ -1,12 +1,16 @@
-"""SInGE experiment configuration and presets (smoke: seconds, standard: minutes on a 2-core CPU, paper: GPUs)."""
+"""SInGE experiment configuration and presets.
+
+Smoke: seconds; standard: <= 3 minutes on 2 cores; extended: about 10 minutes; paper and paper_cifar10: GPUs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from frugalvision.errors import ConfigError
-from frugalvision.experiment import RunConfig
+from frugalvision.harness import RunConfig
 
 CRITERIA = (
     "random",
@@ -79,7 +83,7 @@ class SingeConfig(RunConfig):
         singe: the SInGE criterion.
         arch: "cifar_resnet" (CIFAR ResNet-(6n+2), ``depth``/``width``) or "resnet50" (torchvision, built offline).
         pretrained: local safetensors state dict of the dense model (e.g. ImageNet ResNet-50 weights converted with
-            ``runner.convert_checkpoint``); None trains the dense model here.
+            ``pruning.convert_checkpoint``); None trains the dense model here (cached per seed).
         image_size: model input size (0: the source's native size; ImageNet: 224); in-memory sources are resized.
         resize_size: ImageNet evaluation resize before the centre crop (0: image_size / 0.875).
         num_workers: DataLoader workers of the training loops.
@@ -109,6 +113,7 @@ class SingeConfig(RunConfig):
         lr_restarts: variant: a cosine per entwined round instead of one over F (not the default).
         latency: measure CPU latency of the pruned vs dense model (E3).
         latency_threads: torch threads of the latency measurement.
+        latency_rounds: interleaved timing rounds of the latency measurement (dense and pruned alternate).
         latency_batches: batch sizes of the latency measurement.
         latency_size: input side of the latency measurement (0: the training input size). Latency depends on the
             architecture only, so a fully convolutional model can be timed at a larger resolution than it was
@@ -151,6 +156,7 @@ class SingeConfig(RunConfig):
     lr_restarts: bool = False
     latency: bool = True
     latency_threads: int = 2
+    latency_rounds: int = 15
     latency_batches: tuple[int, ...] = (1, 64)
     latency_size: int = 0
     study_criteria: tuple[str, ...] = (
@@ -174,7 +180,7 @@ class SingeConfig(RunConfig):
         if self.pretrained is not None and not self.pretrained.endswith(".safetensors"):
             raise ConfigError(
                 f"pretrained={self.pretrained!r} must be a .safetensors file (pickles are refused); "
-                "convert it with frugalvision.methods.singe.runner.convert_checkpoint"
+                "convert it with frugalvision.methods.singe.pruning.convert_checkpoint"
             )
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise ConfigError(f"pretrained={self.pretrained!r} does not exist; pass an existing safetensors file")
@@ -208,6 +214,8 @@ class SingeConfig(RunConfig):
                 f"sparse_steps={self.sparse_steps} is invalid; use 0..finetune_steps "
                 f"({self.finetune_steps}), it is part of the same budget"
             )
+        if self.latency_rounds < 1:
+            raise ConfigError(f"latency_rounds={self.latency_rounds} is invalid; use >= 1 timing rounds")
         if not self.latency_batches or min(self.latency_batches) < 1:
             raise ConfigError(f"latency_batches={self.latency_batches} is invalid; use positive batch sizes")
         allowed = set(CRITERIA) | {"singe"}
@@ -224,30 +232,44 @@ class SingeConfig(RunConfig):
             SingeCriterion(parts[0], parts[1], parts[2]).validate()
         if self.study_metric not in ("val_top1", "val_top1_bn_recal"):
             raise ConfigError(f"study_metric={self.study_metric!r} is invalid; use val_top1 or val_top1_bn_recal")
-        if self.study is not None and self.val_size <= 0:
+        if self.study == "variants" and self.val_size <= 0:
             raise ConfigError("val_size must be > 0 for --study variants; pass --val-size 2000")
 
 
-# E1 rows of the standard preset (every baseline, both SInGE candidates, the literal reading, the oracle).
-E1_STANDARD = (
-    "random",
-    "l1",
-    "l2",
-    "bn_scale",
-    "taylor_tp",
-    "fpgm_tp",
-    "singe",
-    "taylor_path",
-    "ig_variation",
-    "oracle",
-)
+# E1 rows of the CPU presets (every baseline, both SInGE candidates, the literal reading, the oracle).
+E1_ALL = ("random", "l1", "l2", "bn_scale", "taylor_tp", "fpgm_tp", "singe", "taylor_path", "ig_variation", "oracle")
+
+
+def standard() -> SingeConfig:
+    """<= 3 minutes on 2 CPU cores: ResNet-8 width 16 on 14x14 Fashion-MNIST, 3 seeds, E2 at 50 % MACs removed."""
+    return SingeConfig(
+        preset="standard",
+        threads=2,
+        image_size=14,
+        train_size=4000,
+        val_size=1000,
+        test_size=1000,
+        dense_steps=90,
+        calibration=128,
+        e1_criteria=E1_ALL,
+        k_ablation=(1, 4),
+        e2_targets=(0.5,),
+        rounds=3,
+        finetune_steps=48,
+        sparse_steps=12,
+        study_steps=(1, 4, 8),
+        latency_size=28,
+        latency_rounds=9,
+    )
 
 
 def smoke() -> SingeConfig:
-    """Seconds: 2 seeds, width 8, 1,000 images, every row and code path exercised."""
-    return SingeConfig(
+    """Seconds: one seed, width 8, 1,000 images at 14x14, every row kind and code path exercised."""
+    return dataclasses.replace(
+        standard(),
         preset="smoke",
-        seeds=(0, 1),
+        threads=1,
+        seeds=(0,),
         width=8,
         train_size=1000,
         val_size=300,
@@ -257,9 +279,7 @@ def smoke() -> SingeConfig:
         calibration=64,
         singe=SingeCriterion(steps=2),
         targets=(0.5,),
-        e1_criteria=E1_STANDARD,
         k_ablation=(1, 2),
-        e2_targets=(0.5,),
         rounds=2,
         finetune_steps=20,
         finetune_batch=32,
@@ -267,28 +287,18 @@ def smoke() -> SingeConfig:
         study_steps=(1, 2),
         study_targets=(0.5,),
         latency_threads=1,
+        latency_size=0,
+        latency_rounds=3,
     )
 
 
-def standard() -> SingeConfig:
-    """Minutes on a 2-core CPU: 3 seeds, 30/50/70 % MACs removed, ResNet-8 width 16 on 14x14 Fashion-MNIST."""
-    return SingeConfig(
-        preset="standard",
-        image_size=14,
-        train_size=4000,
-        val_size=1000,
-        test_size=1000,
-        dense_steps=90,
-        calibration=128,
-        singe=SingeCriterion(steps=8),
-        e1_criteria=E1_STANDARD,
-        k_ablation=(1, 4),
-        rounds=3,
-        finetune_steps=48,
-        sparse_steps=12,
-        study_steps=(1, 4, 8),
-        latency_threads=1,
-        latency_size=28,
+def extended() -> SingeConfig:
+    """6-10 minutes on 2 CPU cores: the standard preset with E2 at all three targets (30/50/70 % removed), 5 seeds.
+
+    The dense models of seeds 0-2 are the standard preset's (same cache key), so they are not trained again.
+    """
+    return dataclasses.replace(
+        standard(), preset="extended", seeds=(0, 1, 2, 3, 4), e2_targets=(0.7, 0.5, 0.3), latency_rounds=15
     )
 
 
@@ -333,7 +343,7 @@ def paper() -> SingeConfig:
 def paper_cifar10() -> SingeConfig:
     """GPU scale, second benchmark: ResNet-56 on CIFAR-10 (binary release under --data-root), 2x MAC reduction.
 
-    An extra registry preset: ``frugal run singe --preset paper_cifar10 --data-root <dir>``.
+    An extra preset: ``frugal run singe --preset paper_cifar10 --data-root <dir>``.
     """
     return SingeConfig(
         preset="paper_cifar10",

@@ -21,8 +21,8 @@ from frugalvision.data.arrays import ArrayDataset, ImageArrays
 from frugalvision.data.folders import ImageFolderDataset
 from frugalvision.data.sources import available_default_source, load_source
 from frugalvision.data.splits import stratified_subset, train_val_indices
-from frugalvision.engine import derive_seed
 from frugalvision.errors import DataError
+from frugalvision.seeding import derive_seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

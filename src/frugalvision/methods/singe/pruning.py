@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -491,10 +492,12 @@ class PruningPlan:
 
 
 def save_pruned(model: nn.Module, plan: PruningPlan, folder: str | Path) -> Path:
-    """Write ``plan.json`` and ``model.safetensors`` (no pickle) into ``folder``."""
+    """Write ``plan.json`` and ``model.safetensors`` (no pickle) into ``folder``, each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / PLAN_NAME).write_text(json.dumps(plan.__dict__, indent=1))
+    tmp = folder / f".{PLAN_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(plan.__dict__, indent=1))
+    os.replace(tmp, folder / PLAN_NAME)
     save_weights(model.state_dict(), folder / WEIGHTS_NAME)
     return folder
 
@@ -511,3 +514,15 @@ def load_pruned(folder: str | Path) -> nn.Module:
     sync_attention_heads(model)
     model.load_state_dict(load_weights(folder / WEIGHTS_NAME))
     return model
+
+
+def convert_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Convert a plain PyTorch state-dict file (e.g. torchvision's ``resnet50-*.pth``) to safetensors.
+
+    The source is read with ``torch.load(weights_only=True)``, which refuses pickled code; the experiment itself only
+    reads the safetensors file (``--pretrained``).
+    """
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    save_weights({k: v for k, v in state.items() if isinstance(v, Tensor)}, target)
+    return Path(target)

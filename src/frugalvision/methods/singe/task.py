@@ -1,4 +1,8 @@
-"""The engine adapter (a fine-tuning :class:`Task`) and the entwined prune/fine-tune flowchart (spec §2.4, OURS)."""
+"""The engine adapter (a fine-tuning :class:`Task`) and the entwined prune/fine-tune flowchart (spec §2.4, OURS).
+
+Every fine-tuning goes through a *trainer*: an :class:`~frugalvision.engine.Engine` (library use, no run folder) or a
+``fit(task, loop, name)`` callable (the experiment passes the harness's ``ctx.fit``: checkpoints and resume per run).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,26 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from frugalvision.engine import Engine, LoopConfig, Task, derive_seed, warmup_cosine_lr
+from frugalvision.engine import Engine, LoopConfig, Task, warmup_cosine_lr
 from frugalvision.methods.singe import pruning as P
 from frugalvision.methods.singe.functional import Batches
+from frugalvision.seeding import derive_seed
+
+#: ``fit(task, loop, name) -> FitResult``: how a fine-tuning run is trained (``name`` tells runs of one job apart)
+Fit = Callable[[Task, LoopConfig, str], Any]
+Trainer = Engine | Fit
+
+
+def as_fit(trainer: Trainer | None) -> Fit | None:
+    """The ``fit`` callable of a trainer: an engine trains without a run folder; a callable is used as is."""
+    if trainer is None or not hasattr(trainer, "fit"):
+        return trainer  # type: ignore[return-value]
+    engine = trainer
+
+    def fit(task: Task, loop: LoopConfig, name: str) -> Any:
+        return engine.fit(task, loop, desc=name or "fine-tune")  # type: ignore[union-attr]
+
+    return fit
 
 
 def stream_order(num_samples: int, batch_size: int, seed: int, offset_steps: int) -> Callable[[int, int], Tensor]:
@@ -130,6 +151,15 @@ class FinetuneTask(Task):
             for group in self._optimizer.param_groups:
                 group["lr_scale"] = self._scale(step)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The LRs used so far (kept in checkpoints, so a resumed run reports its whole trajectory)."""
+        return {"lrs": torch.tensor(self.lrs, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the LRs of a checkpoint."""
+        if "lrs" in state:
+            self.lrs = [float(v) for v in state["lrs"]]
+
 
 @dataclass
 class FinetuneSettings:
@@ -155,7 +185,7 @@ class FinetuneSettings:
 
 
 def finetune(
-    engine: Engine,
+    trainer: Trainer,
     model: nn.Module,
     train_set: Dataset,
     settings: FinetuneSettings,
@@ -165,11 +195,13 @@ def finetune(
     total_steps: int | None = None,
     lr_offset: int | None = None,
     regularizer: Callable[[], None] | None = None,
+    name: str = "fine-tune",
 ) -> list[float]:
     """Train ``model`` in place for ``steps`` steps from data-stream step ``offset``; returns the LRs used.
 
     The LR is the cosine over ``total_steps`` (default ``settings.steps``) from step ``lr_offset`` (default ``offset``).
-    ``regularizer`` runs before every optimiser step (see :class:`FinetuneTask`).
+    ``regularizer`` runs before every optimiser step (see :class:`FinetuneTask`); ``name`` names the run for the
+    trainer (one run folder per name in the experiment).
     """
     if steps <= 0:
         return []
@@ -196,7 +228,9 @@ def finetune(
         seed=seed,
         num_workers=settings.num_workers,
     )
-    engine.fit(task, loop, desc="fine-tune")
+    fit = as_fit(trainer)
+    assert fit is not None
+    fit(task, loop, name)
     model.eval()
     return task.lrs
 
@@ -243,7 +277,7 @@ class RatioCache:
 
 
 def prune_and_finetune(
-    engine: Engine | None,
+    trainer: Trainer | None,
     dense: nn.Module,
     example_inputs: Tensor,
     criterion: str,
@@ -260,7 +294,8 @@ def prune_and_finetune(
 
     Round t prunes to ρ_t = 1 − (1 − target)·t/T of the dense MACs (local: the same channel fraction of every
     group), scoring the current model, then fine-tunes F/T steps; the LR follows one cosine over all F steps, so
-    every schedule gets the same budget and LR trajectory. ``engine=None`` or ``settings.steps=0`` skips training.
+    every schedule gets the same budget and LR trajectory. ``trainer=None`` or ``settings.steps=0`` skips training;
+    round t trains as the run ``round<t>``.
     """
     ratios = ratios or RatioCache(dense, example_inputs)
     model = copy.deepcopy(dense).eval()
@@ -282,11 +317,11 @@ def prune_and_finetune(
         run.passes += result.passes
         steps = settings.steps * t // rounds - done
         started = time.perf_counter()
-        if engine is not None and train_set is not None:
-            if settings.restart:
-                run.lrs += finetune(engine, model, train_set, settings, steps, done, seed, steps, lr_offset=0)
-            else:
-                run.lrs += finetune(engine, model, train_set, settings, steps, done, seed)
+        if trainer is not None and train_set is not None:
+            total, lr_offset = (steps, 0) if settings.restart else (None, None)
+            run.lrs += finetune(
+                trainer, model, train_set, settings, steps, done, seed, total, lr_offset, name=f"round{t}"
+            )
         done += steps
         run.rounds.append(
             {
@@ -304,7 +339,7 @@ def prune_and_finetune(
 
 
 def sparse_then_prune(
-    engine: Engine | None,
+    trainer: Trainer | None,
     dense: nn.Module,
     example_inputs: Tensor,
     target: float,
@@ -330,7 +365,7 @@ def sparse_then_prune(
     run = PruneRun(model=model)
     sparse_steps = min(sparse_steps, settings.steps)
     started = time.perf_counter()
-    if engine is not None and train_set is not None and sparse_steps > 0:
+    if trainer is not None and train_set is not None and sparse_steps > 0:
         importance = tp.importance.GroupMagnitudeImportance(p=2)
         pruner = tp.pruner.GroupNormPruner(
             model,
@@ -341,7 +376,15 @@ def sparse_then_prune(
             ignored_layers=P.default_ignored(model),
         )
         run.lrs += finetune(
-            engine, model, train_set, settings, sparse_steps, 0, seed, regularizer=lambda: pruner.regularize(model)
+            trainer,
+            model,
+            train_set,
+            settings,
+            sparse_steps,
+            0,
+            seed,
+            regularizer=lambda: pruner.regularize(model),
+            name="sparse",
         )
     sparse_s = time.perf_counter() - started
     result = P.compute_scores(model, example_inputs, "magnitude_tp", [])
@@ -349,8 +392,9 @@ def sparse_then_prune(
     macs, params = P.count_macs_params(model, example_inputs)
     run.criterion_s = result.seconds
     started = time.perf_counter()
-    if engine is not None and train_set is not None:
-        run.lrs += finetune(engine, model, train_set, settings, settings.steps - sparse_steps, sparse_steps, seed)
+    if trainer is not None and train_set is not None:
+        rest = settings.steps - sparse_steps
+        run.lrs += finetune(trainer, model, train_set, settings, rest, sparse_steps, seed, name="finetune")
     run.rounds.append(
         {
             "round": 1.0,
