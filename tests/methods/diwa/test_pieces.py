@@ -106,7 +106,7 @@ def test_domainbed_folder_protocol_splits(tmp_path):
     from PIL import Image
 
     from frugalvision.methods.diwa.config import DiwaConfig
-    from frugalvision.methods.diwa.experiment import _domainbed_problem
+    from frugalvision.methods.diwa.problem import _domainbed_problem
 
     generator = torch.Generator().manual_seed(0)
     for domain in ("art", "photo", "sketch"):

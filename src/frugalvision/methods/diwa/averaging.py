@@ -38,6 +38,7 @@ __all__ = [
     "FunctionalEnsemble",
     "GreedyResult",
     "MovingAverage",
+    "average",
     "average_models",
     "average_state_dicts",
     "buffer_keys",
@@ -163,6 +164,21 @@ def average_state_dicts(
                 acc += coeff * state[key].detach().to(device=first.device, dtype=torch.float64)
         out[key] = acc.to(first.dtype)
     return out
+
+
+def average(
+    state_dicts: Sequence[StateDict],
+    *,
+    buffers: Iterable[str] = (),
+    buffer_policy: BufferPolicy = "error_if_different",
+    fingerprints: Sequence[str | None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Uniform weight average ``theta_WA = (1/M) sum_m theta_m`` of state dicts with identical keys (DiWA Eq. 1).
+
+    The central function of DiWA, for any models of one architecture (see :func:`average_state_dicts` for member
+    weights, the buffer policies and the init-fingerprint check; load the result with ``model.load_state_dict``).
+    """
+    return average_state_dicts(state_dicts, buffers=buffers, buffer_policy=buffer_policy, fingerprints=fingerprints)
 
 
 def average_models(

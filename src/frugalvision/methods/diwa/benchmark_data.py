@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from frugalvision.data import ImageArrays, load_source, rotated_domains, split_indices, stratified_subset
-from frugalvision.data.splits import derive_seed
 from frugalvision.errors import ConfigError
+from frugalvision.seeding import derive_seed
 
 __all__ = ["RotatedBenchmark", "resize_arrays", "rotated_benchmark"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
-from frugalvision.data.splits import derive_seed
 from frugalvision.errors import ConfigError
+from frugalvision.seeding import derive_seed
 
 __all__ = ["HParams", "MildSpace", "sample_hparams"]
 

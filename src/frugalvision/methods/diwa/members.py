@@ -1,30 +1,46 @@
-"""Runs as independent jobs: shared initialisation, fine-tuning members and their on-disk records.
+"""Building the members: linear probing of the shared initialisation and the diverse fine-tunings from it.
 
-The shared initialisation is pre-training + linear probing; a member's record is ``best.safetensors`` (with the init
-fingerprint in its metadata), ``ma.safetensors`` and ``member.json``.
-
-Each member is one call of :meth:`frugalvision.engine.Engine.fit`, so it runs unchanged on a CPU, a GPU, or several
-GPUs through Fabric; a sweep launcher may run the members of a sweep in parallel, one directory per member.
+Each run is one ``fit(task, loop)`` call: by default a single-process :class:`frugalvision.engine.Engine`; the
+experiment passes the harness's ``ctx.fit`` instead (run folders, checkpoints, resume). :func:`train_members` is the
+public builder for a user's own network and data; :func:`save_member` / :func:`load_members` keep finished members
+on disk for a sweep the user runs by hand (``best.safetensors`` with the init fingerprint, ``member.json``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch.utils.data import Dataset
 
-from frugalvision.engine import Engine, load_weights, save_weights
-from frugalvision.errors import CheckpointError
+from frugalvision.errors import CheckpointError, ConfigError
 from frugalvision.methods.diwa.averaging import init_fingerprint
+from frugalvision.methods.diwa.hparams import MildSpace, sample_hparams
 from frugalvision.methods.diwa.task import DiwaTask
-from frugalvision.report.schema import atomic_write_text
+from frugalvision.seeding import derive_seed
 
-__all__ = ["MemberRecord", "linear_probe", "load_member", "load_members", "train_member"]
+if TYPE_CHECKING:
+    from torch import nn
 
+    from frugalvision.engine import FitResult, LoopConfig
+
+__all__ = [
+    "Fit",
+    "MemberRecord",
+    "cpu_state",
+    "linear_probe",
+    "load_member",
+    "load_members",
+    "save_member",
+    "train_member",
+    "train_members",
+]
+
+Fit = Callable[[DiwaTask, "LoopConfig"], "FitResult"]
 BEST_FILE = "best.safetensors"
 MA_FILE = "ma.safetensors"
 RECORD_FILE = "member.json"
@@ -35,7 +51,7 @@ class MemberRecord:
     """One finished fine-tuning run.
 
     Attributes:
-        name: run name (its folder name).
+        name: run name.
         state: best-by-validation weights.
         val: training-domain validation score of ``state`` (mean of per-domain accuracies).
         fingerprint: fingerprint of the shared initialisation it started from.
@@ -55,9 +71,19 @@ class MemberRecord:
     ma_val: float = float("nan")
 
 
-def linear_probe(
-    engine: Engine, task: DiwaTask, steps: int, seed: int = 0, desc: str = "lp"
-) -> dict[str, torch.Tensor]:
+def _default_fit() -> Fit:
+    from frugalvision.engine import Engine, FabricConfig
+
+    engine = Engine(FabricConfig(), progress=False)
+    return lambda task, loop: engine.fit(task, loop)
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's state dict."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def linear_probe(task: DiwaTask, steps: int, seed: int = 0, fit: Fit | None = None) -> dict[str, torch.Tensor]:
     """Linear probing: train only the head of ``task``'s network for exactly ``steps`` steps; return the final state.
 
     ``steps=0`` returns the initial state unchanged (the official code's "0 means 5001" quirk is not reproduced).
@@ -66,63 +92,118 @@ def linear_probe(
     task.select_every = 0
     task.max_steps = max(steps, 1)
     if steps == 0:
-        model = task.build_model()
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    result = engine.fit(task, task.loop(seed), desc=desc)
-    return {k: v.detach().cpu().clone() for k, v in result.model.state_dict().items()}
+        return cpu_state(task.build_model())
+    result = (fit or _default_fit())(task, task.loop(seed))
+    return cpu_state(result.model)
 
 
 def train_member(
-    engine: Engine,
     task: DiwaTask,
-    name: str,
     seed: int,
-    run_dir: str | Path | None,
+    *,
+    fit: Fit | None = None,
+    name: str = "member",
     hparams: dict[str, Any] | None = None,
-    resume: bool = False,
 ) -> MemberRecord:
-    """Fine-tune one member from ``task.init_state`` and keep its best checkpoint by training-domain validation.
+    """Fine-tune one member from ``task.init_state``; keep its best checkpoint by training-domain validation.
 
-    With ``resume``, a complete record in ``run_dir`` from the same initialisation is loaded instead of training
-    (sweep restart), and an interrupted run continues from its newest engine checkpoint (written every
-    ``task.ckpt_every`` steps; with ``ckpt_every=0`` the engine writes none and the record is the only output).
+    Args:
+        task: the run (shared init, data, hyperparameters).
+        seed: seed of its data order and randomness.
+        fit: ``(task, loop) -> FitResult`` (default: a single-process engine without checkpoints).
+        name: run name.
+        hparams: hyperparameters to record with it.
+
+    Returns:
+        The member: best weights, their validation score, the MA weights when tracked.
     """
     if task.init_state is None:
         raise CheckpointError(f"member {name} has no shared initialisation; pass init_state to its DiwaTask")
-    fingerprint = init_fingerprint(task.init_state)
-    path = Path(run_dir) if run_dir is not None else None
-    if resume and path is not None and (path / RECORD_FILE).is_file():
-        try:
-            record = load_member(path)
-            if record.fingerprint == fingerprint:
-                return record
-        except CheckpointError:
-            pass  # incomplete or corrupt: train again
-    engine_dir = path if (path is not None and task.ckpt_every > 0) else None
-    task.run_dir = engine_dir
-    task.resume = resume and engine_dir is not None and (engine_dir / "checkpoints" / "latest").is_file()
-    result = engine.fit(task, task.loop(seed), run_dir=engine_dir, resume=task.resume, desc=name)
-    model: nn.Module = task.best_model(result.model)
+    result = (fit or _default_fit())(task, task.loop(seed))
     record = MemberRecord(
         name=name,
-        state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        state=cpu_state(task.best_model(result.model)),
         val=task.best_score,
-        fingerprint=fingerprint,
+        fingerprint=init_fingerprint(task.init_state),
         hparams={**(hparams or {}), "seed": seed},
         best_step=task.best_step,
     )
     if task.moving_average is not None and task.moving_average.count:
         record.ma_state = task.moving_average.state_dict()
-        ma_model = result.model
-        ma_model.load_state_dict(record.ma_state)
-        record.ma_val = task.validate(ma_model)[0]
-    if path is not None:
-        save_member(record, path)
+        result.model.load_state_dict(record.ma_state)
+        record.ma_val = task.validate(result.model)[0]
     return record
+
+
+def train_members(
+    build_net: Callable[[], nn.Module],
+    init_state: dict[str, torch.Tensor],
+    train_sets: Sequence[Dataset],
+    val_sets: Sequence[Dataset],
+    *,
+    count: int,
+    steps: int,
+    per_domain: int,
+    space: MildSpace | None = None,
+    seed: int = 0,
+    select_every: int = 0,
+    ma_start: int | None = None,
+    fit: Fit | None = None,
+) -> list[MemberRecord]:
+    """Fine-tune ``count`` diverse members from one shared initialisation (the DiWA sweep of one data split).
+
+    Member ``i`` draws its hyperparameters with :func:`sample_hparams` (index 0 = the defaults) and its own data
+    order; average the results with :func:`frugalvision.methods.diwa.average`.
+
+    Args:
+        build_net: returns a fresh network (a :class:`~frugalvision.methods.diwa.model.DiwaNet` for dropout draws).
+        init_state: the shared initialisation theta_0 (e.g. pre-trained featurizer with a linear-probed head).
+        train_sets: training data of each training domain (one batch of ``per_domain`` from each per step).
+        val_sets: validation data of each training domain (best-checkpoint selection; may be empty).
+        count: number of members M.
+        steps: fine-tuning steps of each member.
+        per_domain: batch size per training domain.
+        space: the mild hyperparameter choices (the paper's by default; see :meth:`MildSpace.scaled`).
+        seed: sweep seed (hyperparameter draws and data orders).
+        select_every: validation interval of the best-checkpoint selection (0: keep the final weights).
+        ma_start: track a moving average along each run from this step (None: off).
+        fit: ``(task, loop) -> FitResult`` (default: a single-process engine).
+
+    Returns:
+        The members, in index order.
+    """
+    if count < 1:
+        raise ConfigError(f"count={count} is invalid; train at least one member")
+    fit = fit or _default_fit()
+    members = []
+    for index in range(count):
+        hp = sample_hparams(index, seed=seed, space=space)
+        task = DiwaTask(
+            build_net,
+            train_sets,
+            val_sets,
+            per_domain=per_domain,
+            max_steps=steps,
+            init_state=init_state,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            dropout=hp.dropout,
+            select_every=select_every,
+            ma_start=ma_start,
+        )
+        members.append(
+            train_member(
+                task, derive_seed(seed, "member", index), fit=fit, name=f"member_{index:02d}", hparams=hp.to_dict()
+            )
+        )
+    return members
 
 
 def save_member(record: MemberRecord, run_dir: str | Path) -> Path:
     """Write ``best.safetensors`` (init fingerprint in its metadata), ``ma.safetensors`` and ``member.json``."""
+    from frugalvision.engine import save_weights
+    from frugalvision.report.schema import atomic_write_text
+
     path = Path(run_dir)
     meta = {"fingerprint": record.fingerprint, "val": repr(record.val), "best_step": str(record.best_step)}
     save_weights(record.state, path / BEST_FILE, metadata=meta)
@@ -142,15 +223,16 @@ def save_member(record: MemberRecord, run_dir: str | Path) -> Path:
 
 
 def load_member(run_dir: str | Path) -> MemberRecord:
-    """Load a member folder written by :func:`train_member`.
+    """Load a member folder written by :func:`save_member`.
 
     Raises:
         CheckpointError: naming the member folder, when the record or weights are missing or corrupt.
     """
+    from frugalvision.engine import load_weights
+
     path = Path(run_dir)
-    record_path = path / RECORD_FILE
     try:
-        doc = json.loads(record_path.read_text())
+        doc = json.loads((path / RECORD_FILE).read_text())
         if not doc.get("complete"):
             raise ValueError("run not complete")
         state = load_weights(path / BEST_FILE)

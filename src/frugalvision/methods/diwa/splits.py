@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from frugalvision.data.splits import derive_seed, split_indices
+from frugalvision.data.splits import split_indices
 from frugalvision.engine.sampler import EpochOrder
 from frugalvision.errors import ConfigError
+from frugalvision.seeding import derive_seed
 
 __all__ = ["DomainSplit", "domain_batch_order", "domain_splits", "training_domain_val"]
 

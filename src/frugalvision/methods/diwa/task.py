@@ -1,24 +1,23 @@
 """The engine adapter: one DiWA training run (pre-training, linear probing or one fine-tuning member) as a Task.
 
 The task keeps the checkpoint with the best training-domain validation score (checked every ``select_every`` steps)
-and, optionally, the running moving average of the weights (MA baseline). Both are saved next to the engine's
-checkpoints so that a killed run resumes exactly.
+and, optionally, the running moving average of the weights (MA baseline). Both travel in the engine's checkpoints
+(:meth:`DiwaTask.state_dict`), so that a killed run resumes exactly.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from frugalvision.engine import LoopConfig, Task, latest_checkpoint, load_weights, save_weights
+from frugalvision.engine import LoopConfig, Task
 from frugalvision.engine.sampler import EpochOrder
-from frugalvision.errors import CheckpointError
+from frugalvision.errors import ConfigError
 from frugalvision.methods.diwa.averaging import MovingAverage, buffer_keys
 from frugalvision.methods.diwa.model import DiwaNet
 from frugalvision.methods.diwa.splits import domain_batch_order, training_domain_val
@@ -44,7 +43,8 @@ class DiwaTask(Task):
     """ERM over several training domains (one batch of ``per_domain`` from each, concatenated), DomainBed style.
 
     Args:
-        build_net: returns a fresh :class:`DiwaNet`.
+        build_net: returns a fresh network (a :class:`DiwaNet`, or any module when ``dropout`` is 0 and the
+            featurizer trains).
         train_sets: in-split of each training domain.
         val_sets: out-split of each training domain (deterministic eval transform; used for model selection).
         eval_sets: named sets the engine evaluates at the end (e.g. the test domain).
@@ -57,9 +57,6 @@ class DiwaTask(Task):
         train_featurizer: False freezes the featurizer (linear probing: only the head trains).
         select_every: check the training-domain val every N steps and keep the best weights (0: keep the final).
         ma_start: start step of the moving average along the run (None: no MA).
-        run_dir: folder for the side state (best weights, MA) that makes resumption exact; None keeps it in memory.
-        resume: restore the side state that matches the engine's newest checkpoint.
-        ckpt_every: engine checkpoint interval; the side state is saved at the same steps (and at the end).
         eval_batch_size: batch size of the validation passes.
     """
 
@@ -79,9 +76,6 @@ class DiwaTask(Task):
         train_featurizer: bool = True,
         select_every: int = 0,
         ma_start: int | None = None,
-        run_dir: str | Path | None = None,
-        resume: bool = False,
-        ckpt_every: int = 0,
         eval_batch_size: int = 512,
     ) -> None:
         self.build_net = build_net
@@ -95,9 +89,6 @@ class DiwaTask(Task):
         self.train_featurizer = train_featurizer
         self.select_every = select_every
         self.ma_start = ma_start
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.resume = resume
-        self.ckpt_every = ckpt_every
         self.eval_batch_size = eval_batch_size
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_score = float("-inf")
@@ -120,7 +111,6 @@ class DiwaTask(Task):
             "schedule": "constant",
             "seed": seed,
             "log_every": max(1, self.max_steps // 10),
-            "ckpt_every": self.ckpt_every,
         }
         fields.update(changes)
         return LoopConfig(**fields)
@@ -131,16 +121,19 @@ class DiwaTask(Task):
         model = self.build_net()
         if self.init_state is not None:
             model.load_state_dict(self.init_state)
-        model.set_dropout(self.dropout)
+        if hasattr(model, "set_dropout"):
+            model.set_dropout(self.dropout)
+        elif self.dropout:
+            raise ConfigError(f"dropout={self.dropout} needs a DiwaNet (set_dropout); use 0 for another model")
         if not self.train_featurizer:
+            if not hasattr(model, "featurizer"):
+                raise ConfigError("linear probing needs a model with a .featurizer; wrap it in DiwaNet")
             for parameter in model.featurizer.parameters():
                 parameter.requires_grad_(False)
         self.moving_average = (
             MovingAverage(self.ma_start, buffers=buffer_keys(model)) if self.ma_start is not None else None
         )
         self.best_state, self.best_score, self.best_step, self.val_history = None, float("-inf"), -1, []
-        if self.resume:
-            self._load_side_state()
         return model
 
     def build_optimizer(self, model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
@@ -163,7 +156,7 @@ class DiwaTask(Task):
         return loss, {}
 
     def on_step_end(self, model: nn.Module, step: int) -> None:
-        """Update the moving average, track the best checkpoint by training-domain validation, save side state."""
+        """Update the moving average and track the best checkpoint by training-domain validation."""
         if self.moving_average is not None:
             self.moving_average.update(model.state_dict(), step)
         if self.select_every and self.val_sets and (step % self.select_every == 0 or step == self.max_steps):
@@ -175,8 +168,6 @@ class DiwaTask(Task):
         elif not self.select_every and step == self.max_steps:
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             self.best_step = step
-        if self.run_dir is not None and (step == self.max_steps or (self.ckpt_every and step % self.ckpt_every == 0)):
-            self._save_side_state(step)
 
     def eval_datasets(self) -> dict[str, Dataset]:
         """The named evaluation sets."""
@@ -191,46 +182,27 @@ class DiwaTask(Task):
             correct.append(logits.argmax(-1) == targets)
         return training_domain_val(correct)
 
-    def _side_path(self, step: int) -> Path:
-        assert self.run_dir is not None
-        return self.run_dir / "side" / f"step_{step:08d}.safetensors"
-
-    def _save_side_state(self, step: int) -> None:
-        tensors: dict[str, torch.Tensor] = {
-            "best_score": torch.tensor(self.best_score, dtype=torch.float64),
-            "best_step": torch.tensor(self.best_step),
+    def state_dict(self) -> dict[str, Any]:
+        """The side state the engine saves in each checkpoint: best weights and score, MA sums, val history."""
+        state: dict[str, Any] = {
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "val_history": [list(entry) for entry in self.val_history],
         }
         if self.best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+            state["best"] = {k: v.detach().cpu().clone() for k, v in self.best_state.items()}
         if self.moving_average is not None:
-            tensors.update({f"ma.{k}": v for k, v in self.moving_average.to_tensors().items()})
-        if self.val_history:
-            tensors["val_history"] = torch.tensor(self.val_history, dtype=torch.float64)
-        save_weights(tensors, self._side_path(step))
-        for old in sorted(self._side_path(step).parent.glob("step_*.safetensors"))[:-3]:
-            old.unlink(missing_ok=True)
+            state["ma"] = self.moving_average.to_tensors()
+        return state
 
-    def _load_side_state(self) -> None:
-        if self.run_dir is None:
-            return
-        folder = latest_checkpoint(self.run_dir / "checkpoints")
-        if folder is None:
-            return
-        step = int(folder.name.split("_")[-1])
-        path = self._side_path(step)
-        if not path.is_file():
-            raise CheckpointError(
-                f"{path} is missing: the DiWA side state of step {step} was not saved; restart the run"
-            )
-        tensors = load_weights(path)
-        self.best_score = float(tensors["best_score"])
-        self.best_step = int(tensors["best_step"])
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        self.best_state = best or None
-        if self.moving_average is not None:
-            self.moving_average.load_tensors({k[3:]: v for k, v in tensors.items() if k.startswith("ma.")})
-        if "val_history" in tensors:
-            self.val_history = [(int(s), float(v)) for s, v in tensors["val_history"].tolist()]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the engine calls this when resuming)."""
+        self.best_score = float(state.get("best_score", float("-inf")))
+        self.best_step = int(state.get("best_step", -1))
+        self.val_history = [(int(s), float(v)) for s, v in state.get("val_history", [])]
+        self.best_state = dict(state["best"]) if "best" in state else None
+        if self.moving_average is not None and "ma" in state:
+            self.moving_average.load_tensors(state["ma"])
 
     def best_model(self, model: nn.Module) -> nn.Module:
         """A copy of ``model`` holding the best-by-validation weights (the final ones when nothing was selected)."""
