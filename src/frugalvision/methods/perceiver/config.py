@@ -1,11 +1,16 @@
-"""Model configuration of the DQS Perceiver (the experiment config lives next to it in experiment.py)."""
+"""Perceiver architecture (:class:`PerceiverConfig`), experiment settings (:class:`PerceiverRunConfig`) and presets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from frugalvision.engine.config import FabricConfig, LoopConfig
 from frugalvision.errors import ConfigError
+from frugalvision.harness import RunConfig
+
+SELECTIONS = ("prefix", "ranked", "scorer")
+DEFAULT_TAUS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 1.0)
 
 
 @dataclass
@@ -73,3 +78,197 @@ class PerceiverConfig:
             raise ConfigError(f"{prefix}.head={self.head!r} is invalid; use mean or query")
         if self.attn_impl not in ("sdpa", "math"):
             raise ConfigError(f"{prefix}.attn_impl={self.attn_impl!r} is invalid; use sdpa or math")
+
+
+@dataclass
+class PerceiverRunConfig(RunConfig):
+    """DQS Perceiver experiment settings (all method values are our reading, spec §2.5).
+
+    Attributes:
+        model: architecture (Q = model.num_latents).
+        train_size: training images per seed (stratified subset of the training file).
+        val_size: validation images per seed (disjoint from training; τ, ranking and selection use only these).
+        test_size: test images (stratified subset of the official test file).
+        min_latents: Q_min of the width grid.
+        num_random: random sandwich widths per step.
+        beta: distillation weight β of the nested loss.
+        temperature: distillation temperature T.
+        selection: query selection of the nested model: "prefix", "ranked" or "scorer".
+        stages: cascade query-set sizes (empty: (Q/4, Q)).
+        scratch_widths: Q of the reference models trained from scratch.
+        taus: cascade thresholds swept.
+        budgets: MAC budgets (fractions of MACs at Q) at which the cascade is compared to static truncation.
+        rank_images: validation images used for the leave-one-out ranking.
+        latency_batch: batch size of the latency measurement.
+        latency_rounds: interleaved timing rounds per width (median of the per-round ratios reported).
+        min_speedup: measured latency speed-up at Q/4 vs Q the claim requires.
+        variant_betas: β values of the variant study.
+        loop: optimisation settings (the seed is the unit's).
+    """
+
+    model: PerceiverConfig = field(default_factory=PerceiverConfig)
+    train_size: int = 16000
+    val_size: int = 2000
+    test_size: int = 2500
+    min_latents: int = 4
+    num_random: int = 1
+    beta: float = 0.5
+    temperature: float = 1.0
+    selection: str = "prefix"
+    stages: tuple[int, ...] = ()
+    scratch_widths: tuple[int, ...] = (8,)
+    taus: tuple[float, ...] = DEFAULT_TAUS
+    budgets: tuple[float, ...] = (0.4, 0.6, 0.8)
+    rank_images: int = 300
+    latency_batch: int = 128
+    latency_rounds: int = 20
+    min_speedup: float = 1.5
+    variant_betas: tuple[float, ...] = (0.5,)
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(
+            max_steps=160, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_steps=8, clip_grad_norm=1.0, log_every=10
+        )
+    )
+
+    @property
+    def quarter(self) -> int:
+        """Q/4, the query budget the claim is judged at."""
+        return self.model.num_latents // 4
+
+    def cascade_stages(self) -> tuple[int, ...]:
+        """The cascade stages (default (Q/4, Q))."""
+        return self.stages or (max(1, self.quarter), self.model.num_latents)
+
+    def eval_widths(self) -> list[int]:
+        """Q' evaluated: Q, 3Q/4, Q/2, Q/4, Q/8 (and Q_min), deduplicated, decreasing."""
+        q = self.model.num_latents
+        return sorted({q, 3 * q // 4, q // 2, q // 4, max(1, q // 8), self.min_latents} - {0}, reverse=True)
+
+    def validate(self) -> None:
+        """Check every field (one-line ConfigError naming the field and the fix)."""
+        super().validate()
+        self.loop.validate()
+        self.model.validate()
+        q = self.model.num_latents
+        if self.min_latents < 1 or q % self.min_latents:
+            raise ConfigError(f"min_latents={self.min_latents} must divide model.num_latents={q}; e.g. Q/8")
+        if q % 4:
+            raise ConfigError(f"model.num_latents={q} must be a multiple of 4 (the experiment evaluates Q/4)")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"selection={self.selection!r} is invalid; use prefix, ranked or scorer")
+        stages = self.cascade_stages()
+        if list(stages) != sorted(set(stages)) or stages[-1] != q or stages[0] < 1:
+            raise ConfigError(f"stages={stages} must increase strictly and end at model.num_latents={q}")
+        if any(not 1 <= w <= q for w in self.scratch_widths):
+            raise ConfigError(f"scratch_widths={self.scratch_widths} must lie in 1..{q}")
+        if not 0.0 <= self.beta <= 1.0 or not self.variant_betas or any(not 0 <= b <= 1 for b in self.variant_betas):
+            raise ConfigError("beta and variant_betas must lie in [0, 1] (variant_betas non-empty), e.g. --beta 0.5")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature={self.temperature} must be positive, e.g. 1")
+        for name in ("train_size", "val_size", "test_size", "rank_images", "latency_batch", "latency_rounds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)} is invalid; it must be a positive integer")
+        if not self.budgets or any(not 0 < b <= 1 for b in self.budgets):
+            raise ConfigError(f"budgets={self.budgets} must be fractions in (0, 1], e.g. --budgets 0.4 0.6 0.8")
+        if self.min_speedup <= 0:
+            raise ConfigError(f"min_speedup={self.min_speedup} must be positive, e.g. 1.5")
+        if self.dataset == "imagefolder" and self.data_root is None:
+            raise ConfigError("dataset='imagefolder' needs --data-root pointing at a folder with train/ and val/")
+
+
+BASE = PerceiverRunConfig()
+
+
+def smoke() -> PerceiverRunConfig:
+    """Seconds: Q = 8, d = 32, L = 2, 1,000 images, 30 steps, 2 seeds, every row and both inference modes."""
+    return replace(
+        BASE,
+        preset="smoke",
+        seeds=(0, 1),
+        threads=1,
+        model=PerceiverConfig(num_latents=8, latent_dim=32, token_dim=32, layers=2, self_heads=2),
+        train_size=1000,
+        val_size=300,
+        test_size=300,
+        min_latents=2,
+        scratch_widths=(2,),
+        rank_images=100,
+        latency_batch=64,
+        latency_rounds=5,
+        taus=(0.0, 0.5, 0.8, 0.95, 1.0),
+        loop=replace(BASE.loop, max_steps=30, lr=2e-3, warmup_steps=3, log_every=5),
+    )
+
+
+def standard() -> PerceiverRunConfig:
+    """About 2.7 minutes on 2 idle CPU cores: Fashion-MNIST 16k/2k/2.5k, Q = 32, d = 64, L = 4, 160 steps x 64, 3 seeds.
+
+    Per seed: fixed-Q (13 s), nested (20 s) and scratch Q = 8 (6 s) training, evaluation, ranking and latency (~13 s).
+    """
+    return replace(BASE, preset="standard", threads=2)
+
+
+def extended() -> PerceiverRunConfig:
+    """About 10 minutes on 2 CPU cores: test 5,000, 350 steps of 128, scratch Q' = 8 and 16, spec-size measurements.
+
+    The old standard recipe (250 steps of 128) made longer; ranking on 1,000 validation images, latency at batch 256.
+    """
+    return replace(
+        BASE,
+        preset="extended",
+        threads=2,
+        test_size=5000,
+        scratch_widths=(8, 16),
+        rank_images=1000,
+        latency_batch=256,
+        variant_betas=(0.0, 0.5, 1.0),
+        loop=replace(BASE.loop, max_steps=350, batch_size=128, warmup_steps=18, log_every=20),
+    )
+
+
+def paper() -> PerceiverRunConfig:
+    """GPU scale, ImageNet-1k ImageFolder at ``--data-root`` (spec §2.5 paper column and §5; all values OURS).
+
+    Q = 256, Q_min = 32, d = 512, D = 256, L = 12, patch 4 at 224 px (3,136 tokens), 2-D Fourier positions with 64
+    bands concatenated, drop-path 0.1, bf16-mixed. The loop assumes 8 GPUs × 256 images (global batch 2,048):
+    lr = 5e-4 · 2048 / 512, ≈ 300 epochs, 5 warm-up epochs. Run through ``torchrun``/SLURM with
+    ``--fabric.strategy ddp``. RandAugment, Mixup/CutMix and label smoothing of the spec are not implemented.
+    """
+    return replace(
+        BASE,
+        preset="paper",
+        dataset="imagefolder",
+        model=PerceiverConfig(
+            img_size=224,
+            in_chans=3,
+            num_classes=1000,
+            token_dim=256,
+            num_latents=256,
+            latent_dim=512,
+            layers=12,
+            self_heads=8,
+            pos="fourier",
+            drop_path=0.1,
+        ),
+        train_size=10_000_000,
+        val_size=10_000,
+        test_size=50_000,
+        min_latents=32,
+        scratch_widths=(32, 64, 128, 192),
+        rank_images=1000,
+        variant_betas=(0.0, 0.5, 1.0),
+        fabric=FabricConfig(precision="bf16-mixed"),
+        loop=LoopConfig(
+            max_steps=186_000,
+            batch_size=256,
+            lr=2e-3,
+            weight_decay=0.05,
+            warmup_steps=3_100,
+            clip_grad_norm=1.0,
+            ckpt_every=2_000,
+            num_workers=8,
+        ),
+    )
+
+
+PRESETS = {"smoke": smoke, "standard": standard, "extended": extended, "paper": paper}
