@@ -17,9 +17,7 @@ process, interleaved, and report medians, so that the ratios are robust to a sha
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,17 +28,19 @@ from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 from torchvision import transforms as T
 
+from frugalvision.harness import interleaved_timings, latency_ratio
 from frugalvision.methods.deit3.config import standard
 from frugalvision.methods.deit3.losses import mix_batch, mixed_bce_loss
 from frugalvision.methods.deit3.optim import build_optimizer
 from frugalvision.methods.deit3.task import IMAGENET_MEAN, IMAGENET_STD, Deit3Collate, build_model
 
 
-def _time(fn, repeats: int) -> float:
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+def _repeat(fn: Callable[[], Any], repeats: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(repeats):
+            fn()
+
+    return run
 
 
 def train_step_ratio(batch: int = 64, rounds: int = 7, steps: int = 8) -> dict[str, Any]:
@@ -100,22 +100,14 @@ def train_step_ratio(batch: int = 64, rounds: int = 7, steps: int = 8) -> dict[s
     steps_fns["ours_model_only"] = ce_step(arch, torch.optim.AdamW(arch.parameters(), lr=1e-3, weight_decay=0.05))
     ref_lamb = ref_vit()
     steps_fns["timm_lamb"] = ce_step(ref_lamb, build_optimizer(ref_lamb, "lamb", lr=1e-3, weight_decay=0.05))
-    for fn in steps_fns.values():
-        _time(fn, 2)
-    times: dict[str, list[float]] = {name: [] for name in steps_fns}
-    for _ in range(rounds):
-        for name, fn in steps_fns.items():
-            times[name].append(_time(fn, steps))
-    ips = {name: batch / statistics.median(t) for name, t in times.items()}
-    out: dict[str, Any] = {
-        "batch": batch,
-        "ours_img_s": ips["ours"],
-        "timm_img_s": ips["timm"],
-        "ratio": ips["ours"] / ips["timm"],
-    }
-    for name in ("ours_adamw", "ours_model_only", "timm_lamb"):
-        out[f"{name}_img_s"] = ips[name]
-        out[f"{name}_ratio"] = ips[name] / ips["timm"]
+    timings = interleaved_timings({n: _repeat(fn, steps) for n, fn in steps_fns.items()}, rounds=rounds, warmup=1)
+    out: dict[str, Any] = {"batch": batch}
+    for name in steps_fns:
+        out[f"{name}_img_s"] = batch * steps / (timings[name].median_ms / 1e3)
+    for name in ("ours", "ours_adamw", "ours_model_only", "timm_lamb"):
+        # images/s ratio to timm = timm's time / this step's time, median of the per-round ratios
+        key = "ratio" if name == "ours" else f"{name}_ratio"
+        out[key] = latency_ratio(timings, "timm", name)["ratio"]
     return out
 
 
@@ -142,11 +134,15 @@ def pipeline_throughput(batch: int = 64, rounds: int = 3) -> dict[str, Any]:
                 T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
             ]
         )
-        t_ours = [_time(lambda c=collate, i=items: c(i), 3) for _ in range(rounds)]
-        t_ref = [_time(lambda f=per_image, ps=pil: torch.stack([f(p) for p in ps]), 3) for _ in range(rounds)]
+        arms = {
+            "ours": lambda c=collate, i=items: c(i),
+            "pil": lambda f=per_image, ps=pil: torch.stack([f(p) for p in ps]),
+        }
+        timings = interleaved_timings(arms, rounds=rounds, warmup=1)
         out[f"{size}px"] = {
-            "ours_img_s": batch / statistics.median(t_ours),
-            "torchvision_pil_img_s": batch / statistics.median(t_ref),
+            "ours_img_s": batch / (timings["ours"].median_ms / 1e3),
+            "torchvision_pil_img_s": batch / (timings["pil"].median_ms / 1e3),
+            "speedup": latency_ratio(timings, "pil", "ours")["ratio"],
         }
     return out
 

@@ -1,7 +1,8 @@
-"""Task adapter, FLOP-matched arm, verdict rule, and the smoke preset end to end (results.json, determinism)."""
+"""Task adapter, FLOP-matched arm, verdict rules, and the smoke preset end to end on the harness (determinism)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import torch
 from PIL import Image
 
 from frugalvision.engine import Engine, FabricConfig, save_weights
-from frugalvision.methods.deit3 import experiment
-from frugalvision.methods.deit3.config import arm_recipe, paper_in21k_to_1k, smoke
+from frugalvision.harness import run_experiment
+from frugalvision.methods.deit3 import build_optimizer, build_vit, deit3_step, experiment
+from frugalvision.methods.deit3.config import arm_recipe, extended, paper_in21k_to_1k, smoke, standard
 from frugalvision.methods.deit3.data import load_colour_sets
 from frugalvision.methods.deit3.losses import mixed_bce_loss
 from frugalvision.methods.deit3.model import resize_vit
@@ -64,24 +66,51 @@ def rows(deit3: list[float], deit: list[float], flops: tuple[float, float] = (1.
 
 
 def test_verdict_rule() -> None:
-    v = experiment.compute_verdict
-    assert v(rows([0.8, 0.81, 0.79], [0.78, 0.8, 0.8]), 0.5) == "supported"
-    assert v(rows([0.8, 0.81, 0.79], [0.78, 0.8, 0.8], flops=(3.0, 2.0)), 0.5) == "inconclusive"
-    assert v(rows([0.7, 0.7, 0.7], [0.8, 0.8, 0.8]), 0.5) == "not supported"
-    assert v(rows([0.79, 0.81, 0.8], [0.8, 0.8, 0.8]), 0.5) == "inconclusive"
-    assert v(rows([0.2, 0.2, 0.2], [0.1, 0.1, 0.1]), 0.5) == "inconclusive"  # below the sanity floor
+    def v(r: list[dict], config=None) -> str:
+        return experiment.verdict(config or standard(), r).verdict
+
+    assert v(rows([0.80, 0.81, 0.79], [0.78, 0.79, 0.775])) == "supported"
+    assert v(rows([0.80, 0.81, 0.79], [0.78, 0.79, 0.775], flops=(3.0, 2.0))) == "inconclusive"  # more compute
+    assert v(rows([0.70, 0.71, 0.69], [0.80, 0.80, 0.81])) == "not supported"
+    assert v(rows([0.79, 0.81, 0.80], [0.80, 0.80, 0.80])) == "inconclusive"
+    assert v(rows([0.20, 0.21, 0.19], [0.10, 0.11, 0.10])) == "inconclusive"  # below the sanity floor
+    assert v(rows([0.8], [0.7])) == "inconclusive"  # one seed cannot decide
+    assert v(rows([0.8, 0.81], [0.7, 0.7]), dataclasses.replace(standard(), arms=("deit3",))) == "inconclusive"
+
+
+def test_units_run_ablations_on_their_seeds_only_and_extended_is_the_readme_run() -> None:
+    ids = [u.id for u in experiment.units(standard())]
+    assert len(ids) == 10 and "deit3_ce-seed0" in ids and "deit3_ce-seed1" not in ids and "deit-seed2" in ids
+    e = extended()
+    assert (e.arms, e.seeds, e.steps, e.preset) == (("deit3", "deit"), (0, 1, 2), 4000, "extended")
+    assert set(experiment.EXPERIMENT.presets) >= {"smoke", "standard", "extended", "paper", "paper_21k_ft"}
+
+
+def test_deit3_step_trains_a_tiny_vit() -> None:
+    torch.manual_seed(0)
+    model = build_vit(None, img_size=16, num_classes=4, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    opt = build_optimizer(model, "lamb", lr=4e-3)
+    images, labels = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = deit3_step(model, opt, images, labels, 4, blur_sigma=(0.01, 0.1))
+    assert 0 < loss < 1 and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def run(config) -> dict:
+    return run_experiment(experiment.EXPERIMENT, config)
 
 
 def test_smoke_preset_end_to_end_and_deterministic(tmp_path) -> None:
     docs = []
-    for run in ("a", "b"):
+    for name in ("a", "b"):
         config = smoke()
-        config.out = str(tmp_path / run)
-        doc = experiment.run(config)
-        saved = json.loads((tmp_path / run / "deit3" / "results.json").read_text())
+        config.out = str(tmp_path / name)
+        doc = run(config)
+        saved = json.loads((tmp_path / name / "deit3" / "results.json").read_text())
         assert saved["verdict"] == doc["verdict"] in ("supported", "not supported", "inconclusive")
         assert {r["name"] for r in saved["rows"]} == {"deit3", "deit"} and saved["verdict_rule"]
-        assert "top1" in saved["summary"] and (tmp_path / run / "deit3" / "config.yaml").exists()
+        assert (tmp_path / name / "deit3" / "config.yaml").exists()
+        assert (tmp_path / name / "deit3" / "runs" / "deit3-seed0" / "stage1").is_dir()
         docs.append(doc)
     strip = [[{k: v for k, v in r["metrics"].items() if k != "train_s"} for r in d["rows"]] for d in docs]
     assert strip[0] == strip[1]
@@ -113,7 +142,7 @@ def test_imagenet_folder_path_end_to_end_with_integer_v2_folders(tmp_path) -> No
     config = smoke()
     config.dataset, config.data_root, config.out = "imagenet", str(tmp_path), str(tmp_path / "out")
     config.arms, config.steps, config.batch_size = ("deit3",), 3, 4
-    doc = experiment.run(config)
+    doc = run(config)
     assert doc["dataset"] == "imagenet" and {"top1", "top1_v2"} <= set(doc["rows"][0]["metrics"])
     sets = experiment.find_imagenet(tmp_path)
     task = Deit3Task(
@@ -137,7 +166,7 @@ def test_stability_study_smoke_and_rule(tmp_path) -> None:
     config = smoke()
     config.out, config.study = str(tmp_path), "stability"
     config.stability.steps = 6
-    doc = experiment.run(config)
+    doc = run(config)
     assert (tmp_path / "deit3" / "stability" / "results.json").exists()
     assert {r["name"] for r in doc["rows"]} == {"layerscale", "no_layerscale"}
     assert all(r["metrics"]["diverged"] in (0.0, 1.0) for r in doc["rows"])
@@ -149,10 +178,11 @@ def test_stability_study_smoke_and_rule(tmp_path) -> None:
             out.append({"name": "no_layerscale", "seed": seed, "metrics": {"diverged": d2, "top1": t2}})
         return out
 
-    v = experiment.stability_verdict
-    assert v(rows([(0, 0.5), (0, 0.5)], [(1, 0.1), (0, 0.5)])) == "supported"
-    assert v(rows([(1, 0.1), (0, 0.5)], [(0, 0.5), (0, 0.5)])) == "not supported"
-    assert v(rows([(0, 0.6), (0, 0.7)], [(0, 0.5), (0, 0.5)])) == "supported"
+    def v(r: list[dict]) -> str:
+        return experiment.stability_verdict(standard(), r).verdict
+
+    assert v(rows([(0, 0.5), (0, 0.52), (0, 0.51)], [(1, 0.1), (1, 0.1), (1, 0.1)])) == "supported"
+    assert v(rows([(1, 0.1), (1, 0.1), (1, 0.1)], [(0, 0.5), (0, 0.52), (0, 0.51)])) == "not supported"
     assert v(rows([(0, 0.5), (0, 0.5)], [(0, 0.5), (0, 0.5)])) == "inconclusive"
 
 
@@ -189,7 +219,7 @@ def test_file_list_mode_and_21k_to_1k_finetune_on_a_fixture(tmp_path) -> None:
     for key, value in start.state_dict().items():
         if not key.startswith("head."):
             assert torch.equal(value, source.state_dict()[key]), key
-    doc = experiment.run(config)
+    doc = run(config)
     assert doc["dataset"] == "imagenet" and doc["rows"][0]["name"] == "deit3"
     task = Deit3Task(config.model, recipe, recipe.pretrain, data.train, data.evals, 3, 16, classes=data.classes)
     val = task.eval_datasets()["val"]

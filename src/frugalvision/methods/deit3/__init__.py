@@ -1,4 +1,10 @@
-"""DeiT III ("Revenge of the ViT", arXiv:2204.07118): the supervised ViT training recipe as composable pieces."""
+"""DeiT III ("Revenge of the ViT", arXiv:2204.07118): the supervised ViT training recipe as composable pieces.
+
+Public API for your own data: :func:`build_vit` (the DeiT III ViT: LayerScale, CLS without position, uniform
+drop-path), :func:`build_optimizer` (timm LAMB), :func:`deit3_step` (one recipe step: 3-Augment, Mixup/CutMix, BCE
+on binarised targets), and the pieces behind it (:func:`three_augment`, :func:`mix_batch`, :func:`mixed_bce_loss`,
+:func:`load_pretrained`). The experiment is ``frugalvision.methods.deit3.experiment.EXPERIMENT``.
+"""
 
 from frugalvision.methods.deit3.augment import (
     color_jitter,
@@ -34,6 +40,7 @@ from frugalvision.methods.deit3.model import (
     timm_to_official,
 )
 from frugalvision.methods.deit3.optim import build_optimizer, scale_lr
+from frugalvision.methods.deit3.recipe import deit3_step
 from frugalvision.methods.deit3.sampler import repeated_aug_order
 
 __all__ = [
@@ -44,6 +51,7 @@ __all__ = [
     "build_optimizer",
     "build_vit",
     "color_jitter",
+    "deit3_step",
     "drop_path_rates",
     "equalize",
     "fold_layer_scale",

@@ -1,11 +1,13 @@
-"""DeiT III experiment: the DeiT III recipe vs the DeiT recipe and one-ingredient ablations, per seed."""
+"""DeiT III experiment on the harness: the DeiT III recipe vs the DeiT recipe and one-ingredient ablations, per seed.
+
+Units: every arm once per seed (the ablations only on ``ablation_seeds``); each unit trains its stages through
+``ctx.fit`` (one run folder per stage). Study ``stability``: a deeper ViT at a raised LR, with vs without LayerScale.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,33 +15,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from frugalvision.config_io import save_config
 from frugalvision.data.arrays import ImageArrays
-from frugalvision.engine import Engine, load_weights
-from frugalvision.engine.seeding import derive_seed
 from frugalvision.errors import ConfigError, TrainingDivergedError
-from frugalvision.experiment import apply_threads
+from frugalvision.harness import (
+    Comparison,
+    Context,
+    Experiment,
+    Precondition,
+    Study,
+    Unit,
+    UnitRecord,
+    UnitResult,
+    Verdict,
+    claim_verdict,
+    compare,
+    metric_values,
+)
 from frugalvision.methods.deit3.config import PRESET_FNS, Deit3Config, RecipeConfig, StageConfig, arm_recipe
 from frugalvision.methods.deit3.data import ColourSets, FolderSets, file_list_sets, find_imagenet, load_colour_sets
 from frugalvision.methods.deit3.model import load_pretrained
 from frugalvision.methods.deit3.task import Deit3Task, build_model, forward_flops
-from frugalvision.registry import get_method
-from frugalvision.report.schema import make_results, paired_difference, write_results
+from frugalvision.seeding import derive_seed
 
 NAME = "deit3"
-STUDIES = ("stability",)
-CONFIG_CLASS = Deit3Config
-PRESETS = PRESET_FNS
 CLAIM = (
     "A plain ViT with LayerScale trained with the simplified DeiT III recipe (LAMB, BCE on binarised Mixup/CutMix "
     "targets, 3-Augment, uniform stochastic depth, low-resolution training then fine-tuning) beats the original DeiT "
     "recipe at equal or lower training compute."
 )
-VERDICT_RULE = (
-    "clean test top-1, paired per seed, d = deit3 - deit: 'inconclusive' if either arm's mean is below the sanity "
-    "floor (the arms did not learn within the budget); else 'supported' if mean(d) > 0, deit3 wins on a strict "
-    "majority of seeds and deit3 uses <= the training FLOPs of deit; 'not supported' if mean(d) < -std(d) (std 0 for "
-    "one seed); otherwise 'inconclusive'"
+STABILITY_CLAIM = (
+    "LayerScale stabilises the training of deeper ViTs: at a high learning rate a depth-12 ViT with LayerScale "
+    "diverges less often (and trains better) than the same ViT without it."
 )
 
 
@@ -110,6 +116,19 @@ def folder_data(sets: FolderSets) -> ExperimentData:
     )
 
 
+def load_data(config: Deit3Config) -> ExperimentData:
+    """The run's data: file lists or class folders for ImageNet, else the offline ColourFashion sets."""
+    if config.dataset in ("imagenet", "imagenet21k") and config.file_list.train is not None:
+        lists = config.file_list
+        evals = {name: path for name, path in (("val", lists.val), ("v2", lists.v2)) if path is not None}
+        return folder_data(file_list_sets(lists.train, evals, lists.root, config.skip_bad_files, name=config.dataset))
+    if config.dataset in ("imagenet", "imagenet21k"):
+        if config.data_root is None:
+            raise ConfigError(f"dataset={config.dataset!r} needs --data-root <folder holding {config.dataset}/train>")
+        return folder_data(find_imagenet(config.data_root, config.skip_bad_files, name=config.dataset))
+    return colour_data(load_colour_sets(config.dataset, config.data_root, config.n_train, config.n_val, config.n_test))
+
+
 def train_flops(
     config: Deit3Config, recipe: RecipeConfig, plan: list[tuple[StageConfig, int]], data: ExperimentData
 ) -> float:
@@ -139,6 +158,8 @@ def initial_model(config: Deit3Config, recipe: RecipeConfig, data: ExperimentDat
     first stage's size with this data's number of classes, the checkpoint loaded into it (official or timm keys,
     position table interpolated) and, with ``reset_head``, a freshly initialised head of ``seed`` kept.
     """
+    from frugalvision.engine import load_weights
+
     if config.init_weights is None:
         return None
     torch.manual_seed(derive_seed("deit3-head", seed))
@@ -146,53 +167,53 @@ def initial_model(config: Deit3Config, recipe: RecipeConfig, data: ExperimentDat
     return load_pretrained(model, load_weights(config.init_weights), reset_head=config.reset_head)
 
 
-def train_arm(
-    engine: Engine, config: Deit3Config, arm: str, seed: int, data: ExperimentData
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Train one arm for one seed through all its stages; return the model and its metrics row."""
-    recipe = arm_recipe(config, arm)
-    steps = arm_steps(config, arm, data)
-    plan = stage_plan(recipe, steps)
-    final_size = plan[-1][0].img_size
-    model = initial_model(config, recipe, data, seed)
-    wall = 0.0
-    metrics: dict[str, dict[str, float]] = {}
-    run_root = config.method_dir(NAME) / "runs" / f"{arm}-seed{seed}"
-    for index, (stage, stage_steps) in enumerate(plan):
+def _task(
+    config: Deit3Config,
+    recipe: RecipeConfig,
+    stage: StageConfig,
+    data: ExperimentData,
+    evals: dict[str, ImageArrays | Path],
+    size: int,
+    **kw: Any,
+) -> Deit3Task:
+    """One stage's task on the experiment data (``model_cfg`` overrides the config's ViT size)."""
+    return Deit3Task(
+        kw.pop("model_cfg", config.model),
+        recipe,
+        stage,
+        data.train,
+        evals,
+        data.num_classes,
+        size,
+        classes=data.classes,
+        skip_bad_files=data.skip_bad_files,
+        list_root=data.list_root,
+        **kw,
+    )
+
+
+def run_unit(ctx: Context[Deit3Config], unit: Unit) -> UnitResult:
+    """Train one arm for one seed through all its stages (one ``ctx.fit`` per stage); evaluate at the end."""
+    config = ctx.config
+    data = ctx.memo("data", lambda: load_data(config))
+    recipe = arm_recipe(config, unit.name)
+    plan = stage_plan(recipe, arm_steps(config, unit.name, data))
+    model = initial_model(config, recipe, data, unit.seed)
+    wall, metrics = 0.0, {}
+    for index, (stage, steps) in enumerate(plan):
         last = index == len(plan) - 1
-        task = Deit3Task(
-            config.model,
-            recipe,
-            stage,
-            data.train,
-            data.evals if last else {},
-            data.num_classes,
-            final_size,
-            init_model=model,
-            classes=data.classes,
-            skip_bad_files=data.skip_bad_files,
-            list_root=data.list_root,
-        )
+        task = _task(config, recipe, stage, data, data.evals if last else {}, plan[-1][0].img_size, init_model=model)
         loop = task.loop_config(
-            stage_steps,
+            steps,
             config.batch_size,
-            seed=seed * 1000 + index,
-            world_size=engine.world_size,
+            seed=0,
+            world_size=ctx.engine.world_size,
             num_workers=config.num_workers,
             eval_every=config.eval_every if last else 0,
             log_every=50,
         )
-        stage_dir = run_root / f"stage{index}"
-        fit = engine.fit(
-            task,
-            loop,
-            run_dir=stage_dir if config.resume else None,
-            resume=config.resume and (stage_dir / "checkpoints").exists(),
-            desc=f"{arm} s{seed} stage{index}",
-        )
-        model = fit.model
-        wall += fit.wall_s
-        metrics = fit.metrics
+        fit = ctx.fit(task, loop, name=f"stage{index}", seed=unit.seed * 1000 + index)
+        model, wall, metrics = fit.model, wall + fit.wall_s, fit.metrics
     assert model is not None
     row = {"top1": metrics[data.primary]["top1"], "nll": metrics[data.primary]["nll"]}
     row.update({f"top1_{name}": values["top1"] for name, values in metrics.items() if name != data.primary})
@@ -204,192 +225,107 @@ def train_arm(
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         }
     )
-    return model, row
+    return UnitResult.one_row(unit, row, dataset=data.source, description=data.description)
 
 
-def compute_verdict(rows: list[dict[str, Any]], sanity_floor: float = 0.0) -> str:
-    """Apply :data:`VERDICT_RULE` to the rows (needs arms 'deit3' and 'deit')."""
-    diffs = paired_difference(rows, "top1", "deit", "deit3")
-    if not diffs:
-        return "inconclusive"
-    for arm in ("deit3", "deit"):
-        if statistics.fmean(r["metrics"]["top1"] for r in rows if r["name"] == arm) < sanity_floor:
-            return "inconclusive"
-    mean = statistics.fmean(diffs)
-    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    wins = sum(d > 0 for d in diffs)
-    flops = {r["name"]: r["metrics"]["train_gflops"] for r in rows if r["name"] in ("deit3", "deit")}
-    cheaper = flops.get("deit3", math.inf) <= flops.get("deit", 0.0) * (1 + 1e-9)
-    if mean > 0 and wins * 2 > len(diffs) and cheaper:
-        return "supported"
-    if mean < -std:
-        return "not supported"
-    return "inconclusive"
+def units(config: Deit3Config) -> list[Unit]:
+    """Every arm once per seed; the ablations (arms other than deit3, deit) only on ``ablation_seeds``."""
+    keep = config.ablation_seeds
+    return [
+        Unit(arm, seed)
+        for seed in config.seeds
+        for arm in config.arms
+        if arm in ("deit3", "deit") or keep is None or seed in keep
+    ]
 
 
-STABILITY_CLAIM = (
-    "LayerScale stabilises the training of deeper ViTs: at a high learning rate a depth-12 ViT with LayerScale "
-    "diverges less often (and trains better) than the same ViT without it."
-)
-STABILITY_RULE = (
-    "per seed, d = top1(layerscale) - top1(no_layerscale), a diverged run (non-finite loss, or final training loss "
-    "above the first logged one) counting as chance accuracy: 'supported' if layerscale diverges in fewer runs, or "
-    "in as many and mean(d) > 0 with a strict majority of wins; 'not supported' if it diverges in more runs, or in "
-    "as many and mean(d) < -std(d); otherwise 'inconclusive'"
-)
+def _mean(rows: list[dict[str, Any]], metric: str, name: str) -> float:
+    values = list(metric_values(rows, metric, name).values())
+    return math.fsum(values) / len(values) if values else math.nan
 
 
-def stability_verdict(rows: list[dict[str, Any]]) -> str:
-    """Apply :data:`STABILITY_RULE`."""
-    div = {
-        name: sum(r["metrics"]["diverged"] for r in rows if r["name"] == name)
-        for name in ("layerscale", "no_layerscale")
-    }
-    if div["layerscale"] != div["no_layerscale"]:
-        return "supported" if div["layerscale"] < div["no_layerscale"] else "not supported"
-    diffs = paired_difference(rows, "top1", "no_layerscale", "layerscale")
-    mean = statistics.fmean(diffs)
-    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    if mean > 0 and sum(d > 0 for d in diffs) * 2 > len(diffs):
-        return "supported"
-    if mean < -std:
-        return "not supported"
-    return "inconclusive"
+def verdict(config: Deit3Config, rows: list[dict[str, Any]]) -> Verdict:
+    """deit3 > deit on clean top-1 (paired over seeds), given both learn (sanity floor) and deit3's FLOPs <= deit's."""
+    means = {arm: _mean(rows, "top1", arm) for arm in ("deit3", "deit")}
+    flops = {arm: _mean(rows, "train_gflops", arm) for arm in ("deit3", "deit")}
+    floor = config.sanity_floor
+    preconditions = [
+        Precondition("both arms deit3 and deit ran", {"deit3", "deit"} <= set(config.arms), f"arms {config.arms!r}"),
+        Precondition(
+            f"both arms learn (mean top1 >= {floor:g})",
+            all(m >= floor for m in means.values()),
+            f"deit3 {means['deit3']:.3f}, deit {means['deit']:.3f}",
+        ),
+        Precondition(
+            "deit3 uses <= the training FLOPs of deit",
+            flops["deit3"] <= flops["deit"] * (1 + 1e-9),
+            f"deit3 {flops['deit3']:.4g} GFLOPs, deit {flops['deit']:.4g} GFLOPs",
+        ),
+    ]
+    names = {row["name"] for row in rows}
+    paired = {"deit3", "deit"} <= names  # a single-arm run (paper presets) trains deit3 only: no comparison
+    comparison = compare(rows, "top1", "deit3", "deit") if paired else Comparison("top1", "deit3", "deit", ())
+    return claim_verdict([comparison], preconditions, claim="DeiT III recipe beats DeiT")
 
 
-def run_stability(config: Deit3Config, data: ExperimentData, engine: Engine, start: float) -> dict[str, Any]:
-    """``--study stability``: deeper ViT, DeiT III pre-training at ``lr x lr_multiplier``, with/without LayerScale.
+def notes(config: Deit3Config, records: list[UnitRecord]) -> str:
+    """Data, model and compute matching in one sentence."""
+    description = records[0].extras.get("description", "") if records else ""
+    return (
+        f"data: {description}; model: ViT {config.model.preset} (patch {config.model.patch_size}, width "
+        f"{config.model.embed_dim}, depth {config.model.depth}); deit3 trains 85 % of its steps at low resolution and "
+        "fine-tunes at full resolution, deit trains at full resolution for the same number of steps (so deit3 uses "
+        "fewer FLOPs); deit3_fullres gets deit3's FLOPs; ablations run on ablation_seeds only."
+    )
 
-    Writes ``<out>/deit3/stability/results.json`` (the main experiment's results stay in ``<out>/deit3``).
-    """
-    st = config.stability
+
+# ------------------------------------------------------------------------------------------------ stability study
+def run_stability_unit(ctx: Context[Deit3Config], unit: Unit) -> UnitResult:
+    """One run of the stability study: DeiT III pre-training stage, deeper ViT, LR x ``lr_multiplier``."""
+    config, st = ctx.config, ctx.config.stability
+    data = ctx.memo("data", lambda: load_data(config))
     model_cfg = dataclasses.replace(config.model, preset="custom", depth=st.depth)
-    stage = dataclasses.replace(
-        config.deit3.pretrain,
-        img_size=config.deit3.finetune.img_size if config.deit3.finetune else config.deit3.pretrain.img_size,
-        lr=config.deit3.pretrain.lr * st.lr_multiplier,
+    size = config.deit3.finetune.img_size if config.deit3.finetune else config.deit3.pretrain.img_size
+    stage = dataclasses.replace(config.deit3.pretrain, img_size=size, lr=config.deit3.pretrain.lr * st.lr_multiplier)
+    recipe = dataclasses.replace(config.deit3, layer_scale=unit.name == "layerscale", finetune=None)
+    evals = {data.primary: data.evals[data.primary]}
+    task = _task(config, recipe, stage, data, evals, size, model_cfg=model_cfg)
+    loop = task.loop_config(
+        st.steps,
+        config.batch_size,
+        seed=0,
+        world_size=ctx.engine.world_size,
+        num_workers=config.num_workers,
+        log_every=max(1, st.steps // 10),
     )
-    rows = []
-    for seed in config.seeds:
-        for name, layer_scale in (("layerscale", True), ("no_layerscale", False)):
-            recipe = dataclasses.replace(config.deit3, layer_scale=layer_scale, finetune=None)
-            task = Deit3Task(
-                model_cfg,
-                recipe,
-                stage,
-                data.train,
-                {data.primary: data.evals[data.primary]},
-                data.num_classes,
-                stage.img_size,
-                classes=data.classes,
-                skip_bad_files=data.skip_bad_files,
-                list_root=data.list_root,
-            )
-            loop = task.loop_config(
-                st.steps,
-                config.batch_size,
-                seed=seed,
-                world_size=engine.world_size,
-                num_workers=config.num_workers,
-                log_every=max(1, st.steps // 10),
-            )
-            try:
-                fit = engine.fit(task, loop, desc=f"stability {name} s{seed}")
-                losses = [h["loss"] for h in fit.history if "loss" in h]
-                diverged = not losses or losses[-1] > losses[0]
-                top1 = fit.metrics[data.primary]["top1"]
-                final_loss = losses[-1] if losses else float("nan")
-            except TrainingDivergedError:
-                diverged, top1, final_loss = True, 1.0 / data.num_classes, -1.0
-            if diverged:
-                top1 = 1.0 / data.num_classes
-            rows.append(
-                {
-                    "name": name,
-                    "seed": seed,
-                    "metrics": {"diverged": float(diverged), "top1": top1, "final_loss": final_loss},
-                }
-            )
-    doc = make_results(
-        method=NAME,
-        paper=get_method(NAME).paper,
-        preset=config.preset,
-        dataset=data.source,
-        claim=STABILITY_CLAIM,
-        rows=rows,
-        verdict=stability_verdict(rows),
-        verdict_rule=STABILITY_RULE,
-        wall_s=time.perf_counter() - start,
-        notes=f"study stability: depth {st.depth}, LR {stage.lr:g} ({st.lr_multiplier:g}x the recipe's), "
-        f"{st.steps} steps at {stage.img_size} px; final_loss -1 marks a non-finite loss; data: {data.description}",
-        primary_metric="top1",
-    )
-    out = config.method_dir(NAME) / "stability"
-    write_results(doc, out)
-    return doc
+    chance = 1.0 / data.num_classes
+    try:
+        fit = ctx.fit(task, loop)
+        losses = [h["loss"] for h in fit.history if "loss" in h]
+        diverged = not losses or losses[-1] > losses[0]
+        top1, final_loss = fit.metrics[data.primary]["top1"], losses[-1] if losses else float("nan")
+    except TrainingDivergedError:
+        diverged, top1, final_loss = True, chance, -1.0
+    metrics = {"diverged": float(diverged), "top1": chance if diverged else top1, "final_loss": final_loss}
+    return UnitResult.one_row(unit, metrics, dataset=data.source, description=data.description)
 
 
-def run(config: Deit3Config) -> dict[str, Any]:
-    """Run every arm for every seed; write ``<out>/deit3/results.json`` (and the config) and return the document.
+def stability_verdict(config: Deit3Config, rows: list[dict[str, Any]]) -> Verdict:
+    """Top-1 of layerscale > no_layerscale, paired over seeds, a diverged run scoring chance accuracy."""
+    return claim_verdict(
+        [compare(rows, "top1", better="layerscale", reference="no_layerscale")],
+        claim="LayerScale trains the deep ViT better at a high LR (diverged runs score chance)",
+    )
 
-    With ``config.study == "stability"`` run the LayerScale stability study instead (``<out>/deit3/stability/``).
-    """
-    config.validate()
-    start = time.perf_counter()
-    if config.dataset in ("imagenet", "imagenet21k") and config.file_list.train is not None:
-        lists = config.file_list
-        evals = {name: path for name, path in (("val", lists.val), ("v2", lists.v2)) if path is not None}
-        skip = bool(getattr(config, "skip_bad_files", False))
-        data = folder_data(file_list_sets(lists.train, evals, lists.root, skip, name=config.dataset))
-    elif config.dataset in ("imagenet", "imagenet21k"):
-        if config.data_root is None:
-            raise ConfigError(f"dataset={config.dataset!r} needs --data-root <folder holding {config.dataset}/train>")
-        skip = bool(getattr(config, "skip_bad_files", False))
-        data = folder_data(find_imagenet(config.data_root, skip, name=config.dataset))
-    else:
-        data = colour_data(
-            load_colour_sets(config.dataset, config.data_root, config.n_train, config.n_val, config.n_test)
-        )
-    apply_threads(config.threads)
-    out_dir = config.method_dir(NAME)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    engine = Engine(config.fabric, progress=config.progress)
-    if config.study == "stability":
-        return run_stability(config, data, engine, start)
-    rows: list[dict[str, Any]] = []
-    for seed in config.seeds:
-        for arm in config.arms:
-            ablation = arm not in ("deit3", "deit")
-            if ablation and config.ablation_seeds is not None and seed not in config.ablation_seeds:
-                continue
-            _, metrics = train_arm(engine, config, arm, seed, data)
-            rows.append({"name": arm, "seed": seed, "metrics": metrics})
-    has_pair = {"deit3", "deit"} <= set(config.arms)
-    verdict = compute_verdict(rows, config.sanity_floor) if has_pair else "inconclusive"
-    notes = (
-        f"data: {data.description}; model: ViT {config.model.preset} "
-        f"(patch {config.model.patch_size}, width {config.model.embed_dim}, depth {config.model.depth}); "
-        "deit3 trains 85 % of its steps at low resolution and fine-tunes at full resolution, deit trains at full "
-        "resolution for the same number of steps (so deit3 uses fewer FLOPs); deit3_fullres gets deit3's FLOPs."
+
+def stability_notes(config: Deit3Config, records: list[UnitRecord]) -> str:
+    """The study's settings."""
+    st = config.stability
+    lr = config.deit3.pretrain.lr * st.lr_multiplier
+    return (
+        f"study stability: depth {st.depth}, LR {lr:g} ({st.lr_multiplier:g}x the recipe's), {st.steps} steps; "
+        "a run diverged when its loss became non-finite (final_loss -1) or ended above its first logged value"
     )
-    if not has_pair:
-        notes += " The verdict needs both the deit3 and deit arms."
-    doc = make_results(
-        method=NAME,
-        paper=get_method(NAME).paper,
-        preset=config.preset,
-        dataset=data.source,
-        claim=CLAIM,
-        rows=rows,
-        verdict=verdict,
-        verdict_rule=f"{VERDICT_RULE}; sanity floor {config.sanity_floor}",
-        wall_s=time.perf_counter() - start,
-        notes=notes,
-        primary_metric="top1",
-    )
-    write_results(doc, out_dir)
-    return doc
 
 
 def benchmark(out_dir: Path) -> dict[str, Any]:
@@ -406,3 +342,24 @@ def benchmark(out_dir: Path) -> dict[str, Any]:
     sys.modules["deit3_step"] = module
     spec.loader.exec_module(module)
     return module.main(out_dir)
+
+
+MAIN: Study[Deit3Config] = Study(
+    claim=CLAIM, primary_metric="top1", run_unit=run_unit, verdict=verdict, units=units, notes=notes
+)
+STABILITY: Study[Deit3Config] = Study(
+    claim=STABILITY_CLAIM,
+    primary_metric="top1",
+    run_unit=run_stability_unit,
+    verdict=stability_verdict,
+    arms=lambda config: ("layerscale", "no_layerscale"),
+    notes=stability_notes,
+)
+EXPERIMENT = Experiment(
+    name=NAME,
+    config_class=Deit3Config,
+    presets=PRESET_FNS,
+    main=MAIN,
+    studies={"stability": STABILITY},
+    benchmark=benchmark,
+)
