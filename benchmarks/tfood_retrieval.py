@@ -4,7 +4,8 @@ Run: ``python benchmarks/tfood_retrieval.py [out_dir] [n] [threads]`` (writes ``
 n = 10,000, 2 threads).
 The dual encoder embeds n images and n recipes once and ranks with one matrix product; scoring all n^2 pairs with
 the cross-attention decoders (what a model without unimodal embeddings must do at test time) is timed on a sample
-of pairs and extrapolated. Model sizes are the standard preset's.
+of pairs and extrapolated; both are timed in interleaved rounds (``harness.timing``). Model sizes are the
+standard preset's.
 """
 
 from __future__ import annotations
