@@ -101,7 +101,7 @@ def test_torchrun_two_processes_run_the_baseline_smoke(tmp_path):
     assert results == [tmp_path / "baseline" / "results.json"]
     document = json.loads(results[0].read_text())
     assert document["method"] == "baseline" and document["rows"]
-    assert "2 process(es)" in document["notes"]
+    assert document["env"]["world_size"] == 2
 
 
 class BatchCoupledTask(RegressionTask):

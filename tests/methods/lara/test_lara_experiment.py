@@ -1,4 +1,4 @@
-"""LaRa experiment: registry entry, presets, config validation, verdict rule, a tiny end-to-end run."""
+"""LaRa experiment: the declaration, presets, validation, verdict rules, tiny harness runs, the scene cache, the API."""
 
 from __future__ import annotations
 
@@ -7,65 +7,80 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import default_collate
 
-from frugalvision.engine import LoopConfig
 from frugalvision.errors import ConfigError
-from frugalvision.methods.lara.geometry import project
-from frugalvision.methods.lara.model import ModelConfig
-from frugalvision.methods.lara.runner import (
-    CameraDropout,
-    ExtrinsicNoise,
-    paper,
-    repo_latest,
-    study_verdict,
-    verdict_for,
+from frugalvision.harness import run_experiment
+from frugalvision.methods.lara import BevGrid, ModelConfig, build_model, camera_batch, predict_bev
+from frugalvision.methods.lara.config import LaraConfig, extended, paper, repo_latest, smoke, standard, toy_loop
+from frugalvision.methods.lara.experiment import (
+    EXPERIMENT,
+    _render_or_load,
+    _scene_cache_name,
+    robustness_verdict,
+    verdict,
 )
+from frugalvision.methods.lara.geometry import project
+from frugalvision.methods.lara.robustness import CameraDropout, ExtrinsicNoise
 from frugalvision.methods.lara.world import SceneDataset, WorldConfig, generate_scenes
 from frugalvision.registry import get_method
 
 
-def tiny(out: Path):
-    module = get_method("lara").load()
-    config = module.PRESETS["smoke"]()
+def tiny(out: Path, **changes) -> LaraConfig:
     return replace(
-        config,
+        smoke(),
         out=str(out),
         progress=False,
         train_scenes=8,
         val_scenes=4,
         latency_runs=1,
         figure_scenes=1,
-        loop=LoopConfig(max_steps=2, batch_size=4, lr=1e-3, log_every=1),
+        loop=toy_loop(2, warmup_steps=0, log_every=1),
+        **changes,
     )
 
 
-def test_registered_and_presets() -> None:
-    module = get_method("lara").load()
-    assert set(module.PRESETS) == {"smoke", "standard", "paper"}
-    for name, fn in module.PRESETS.items():
-        config = fn()
-        assert isinstance(config, module.CONFIG_CLASS) and config.preset == name
+def rows(values: dict[str, list[float]]) -> list[dict]:
+    return [{"name": n, "seed": s, "metrics": {"val_iou_all": v}} for n, vs in values.items() for s, v in enumerate(vs)]
+
+
+def test_registered_declaration_and_presets() -> None:
+    assert get_method("lara").load() is EXPERIMENT
+    assert set(EXPERIMENT.presets) == {"smoke", "standard", "extended", "paper", "repo_latest"}
+    assert set(EXPERIMENT.studies) == {"robustness"}
+    for name in EXPERIMENT.presets:
+        config = EXPERIMENT.preset(name)
+        assert isinstance(config, LaraConfig) and config.preset == name
+    s, e = standard(), extended()
+    assert len(s.seeds) >= 3 and s.threads == 2 and s.arms == ("lift", "lara", "dense")
+    assert (e.loop.max_steps, e.seeds, e.threads, e.arms) == (2000, s.seeds, 2, s.arms)
     p = paper()
     assert p.grid.shape == (200, 200) and p.loop.lr == 5e-4 and p.loop.weight_decay == 1e-5
     assert (p.model.num_latents, p.model.latent_dim, p.model.cross_heads, p.model.self_heads) == (256, 256, 32, 16)
     assert (p.model.feature_stride, p.model.feature_dim, p.model.decoder_heads, p.model.head) == (8, 128, 16, "lss")
     assert p.pos_weight == 2.13 and p.seeds == (84924,) and p.loop.schedule == "constant"
-    assert repo_latest().loop.lr == 1e-3
     assert p.model.sync_bn and p.model.decoder_checkpoint and p.model.attn_init == "mha"
     assert p.model.latent_init_std == 0.02  # the official init; ToyBEV presets deviate (see README)
+    latest = repo_latest()
+    assert (latest.loop.lr, latest.loop.schedule) == (1e-3, "cosine") and latest.model == p.model
 
 
 def test_config_validation() -> None:
-    module = get_method("lara").load()
-    with pytest.raises(ConfigError, match="arms"):
-        replace(module.PRESETS["smoke"](), arms=("nope",)).validate()
-    with pytest.raises(ConfigError, match="data-root"):
-        replace(module.PRESETS["smoke"](), dataset="nuscenes").validate()
-    with pytest.raises(ConfigError, match="latent_init_std"):
-        replace(module.PRESETS["smoke"](), model=ModelConfig(latent_init_std=0.0)).validate()
-    with pytest.raises(ConfigError, match="study_arms"):
-        replace(module.PRESETS["smoke"](), study_arms=("lift", "lara-camidx")).validate()
-    assert module.STUDIES == ("robustness",)
+    base = smoke()
+    cases = [
+        ({"arms": ("nope",)}, "arms"),
+        ({"arms": ("lara", "lara-noplucker")}, "include lara and one of"),
+        ({"arms": ("lift", "dense")}, "include lara"),
+        ({"dataset": "nuscenes"}, "data-root"),
+        ({"model": ModelConfig(latent_init_std=0.0)}, "latent_init_std"),
+        ({"study_arms": ("lift", "lara-camidx")}, "study_arms"),
+        ({"study": "robustness", "study_arms": ("lift", "lara")}, "lara-noplucker"),
+        ({"pos_weight": 0.0}, "pos_weight"),
+    ]
+    for changes, needle in cases:
+        with pytest.raises(ConfigError, match=needle):
+            replace(base, **changes).validate()
+    base.validate()
 
 
 def test_perturbed_validation_sets() -> None:
@@ -99,50 +114,39 @@ def test_perturbed_validation_sets() -> None:
     assert torch.allclose(pix_clean, pix_zero, atol=1e-4)
 
 
-def test_study_verdict_rule() -> None:
-    def rows(values: dict[str, float]):
-        return [{"name": n, "seed": 0, "metrics": {"val_iou_all": v}} for n, v in values.items()]
+def test_verdict_rule_on_constructed_rows() -> None:
+    config = standard()
+    clear = {"lift": [0.30, 0.31, 0.29], "lara": [0.40, 0.42, 0.41], "dense": [0.30, 0.32, 0.31]}
+    assert verdict(config, rows(clear)).verdict == "supported"
+    camidx_noisy = {**clear, "lara-camidx": [0.20, 0.50, 0.30]}  # beats camidx on the mean, not beyond the noise
+    assert verdict(config, rows(camidx_noisy)).verdict == "inconclusive"
+    below_lift = {"lift": [0.50, 0.52, 0.51], "lara": [0.33, 0.34, 0.35], "dense": [0.45, 0.46, 0.47]}
+    result = verdict(config, rows(below_lift))
+    assert result.verdict == "not supported" and len(result.comparisons) == 2
+    plateau = {"lift": [0.40, 0.41, 0.39], "lara": [0.0, 0.0, 0.01], "dense": [0.0, 0.0, 0.0]}
+    result = verdict(config, rows(plateau))  # LaRa has not started to learn: the claim cannot be judged
+    assert result.verdict == "inconclusive" and "fails" in result.evidence[-1]
+    assert "supported if the preconditions hold" in result.rule
 
-    assert study_verdict(rows({"lara": 0.30, "lara-noplucker": 0.20}))[0] == "supported"
-    assert study_verdict(rows({"lara": 0.20, "lara-noplucker": 0.30}))[0] == "not supported"
-    assert study_verdict(rows({"lara": 0.300, "lara-noplucker": 0.295}))[0] == "inconclusive"
-    assert study_verdict(rows({"lara": 0.02, "lara-noplucker": 0.0}))[0] == "inconclusive"
-    assert study_verdict(rows({"lara": 0.3}))[0] == "inconclusive"
 
-
-def test_verdict_rule() -> None:
-    def rows(values: dict[str, list[float]]):
-        return [
-            {"name": n, "seed": s, "metrics": {"val_iou_all": v}} for n, vs in values.items() for s, v in enumerate(vs)
-        ]
-
-    arms = ("lift", "lara", "lara-camidx", "dense")
-    assert (
-        verdict_for(
-            rows({"lift": [0.3, 0.3], "lara": [0.4, 0.4], "lara-camidx": [0.2, 0.3], "dense": [0.3, 0.3]}), arms
-        )[0]
-        == "supported"
-    )
-    assert (
-        verdict_for(
-            rows({"lift": [0.3, 0.3], "lara": [0.4, 0.4], "lara-camidx": [0.2, 0.5], "dense": [0.3, 0.3]}), arms
-        )[0]
-        == "inconclusive"
-    )  # mean beats camidx but not on every seed
-    assert (
-        verdict_for(
-            rows({"lift": [0.5, 0.5], "lara": [0.2, 0.2], "lara-camidx": [0.3, 0.3], "dense": [0.1, 0.1]}), arms
-        )[0]
-        == "not supported"
-    )
+def test_robustness_verdict_rule_on_constructed_rows() -> None:
+    config = replace(standard(), study="robustness")
+    plucker_helps = {"lift": [0.5] * 3, "lara": [0.35, 0.36, 0.34], "lara-noplucker": [0.31, 0.32, 0.31]}
+    assert robustness_verdict(config, rows(plucker_helps)).verdict == "supported"
+    plucker_hurts = {"lara": [0.30, 0.31, 0.29], "lara-noplucker": [0.35, 0.36, 0.34]}
+    assert robustness_verdict(config, rows(plucker_hurts)).verdict == "not supported"
+    noise = {"lara": [0.30, 0.34, 0.32], "lara-noplucker": [0.33, 0.31, 0.32]}
+    assert robustness_verdict(config, rows(noise)).verdict == "inconclusive"
+    plateau = {"lara": [0.03, 0.04, 0.035], "lara-noplucker": [0.0, 0.0, 0.001]}
+    assert robustness_verdict(config, rows(plateau)).verdict == "inconclusive"
 
 
 def test_tiny_run_end_to_end_and_deterministic(tmp_path: Path) -> None:
-    module = get_method("lara").load()
-    first = module.run(tiny(tmp_path / "a"))
-    second = module.run(tiny(tmp_path / "b"))
-    assert (tmp_path / "a" / "lara" / "results.json").exists()
-    assert (tmp_path / "a" / "lara" / "bev_predictions.png").exists()
+    first = run_experiment(EXPERIMENT, tiny(tmp_path / "a"))
+    second = run_experiment(EXPERIMENT, tiny(tmp_path / "b"))
+    folder = tmp_path / "a" / "lara"
+    assert (folder / "results.json").exists() and (folder / "bev_predictions.png").exists()
+    assert (folder / "config.yaml").exists() and any((folder / "cache").glob("toybev-*.safetensors"))
     assert [r["name"] for r in first["rows"]] == ["lift", "lara"]
     assert first["verdict"] in ("supported", "not supported", "inconclusive") and first["verdict_rule"]
     for a, b in zip(first["rows"], second["rows"], strict=True):
@@ -151,24 +155,60 @@ def test_tiny_run_end_to_end_and_deterministic(tmp_path: Path) -> None:
 
 
 def test_tiny_robustness_study(tmp_path: Path) -> None:
-    module = get_method("lara").load()
-    config = replace(tiny(tmp_path), study="robustness", study_arms=("lift", "lara-noplucker"))
-    document = module.run(config)
+    config = tiny(tmp_path, study="robustness", study_arms=("lara", "lara-noplucker"))
+    document = run_experiment(EXPERIMENT, config)
     assert (tmp_path / "lara" / "robustness" / "results.json").exists()
-    assert [r["name"] for r in document["rows"]] == ["lift", "lara-noplucker"]
+    assert [r["name"] for r in document["rows"]] == ["lara", "lara-noplucker"]
     for row in document["rows"]:
         m = row["metrics"]
         assert m["val_iou_all_drop_worst"] <= m["val_iou_all_drop_mean"] + 1e-9
         assert 0 <= m["val_iou_all_noise"] <= 1
-    assert document["verdict"] == "inconclusive"  # lara (Plücker on) not run
+    assert document["verdict"] == robustness_verdict(config, document["rows"]).verdict
+
+
+def test_scene_cache_is_exact_and_keyed_by_the_world(tmp_path: Path) -> None:
+    config = replace(smoke(), train_scenes=3, val_scenes=1)
+    path = tmp_path / _scene_cache_name(config)
+    written = _render_or_load(path, config)
+    assert path.is_file()
+    read = _render_or_load(path, config)
+    fresh = generate_scenes(config.world, 4, config.data_seed)
+    for key, value in read.items():
+        assert torch.equal(value, written[key]) and torch.equal(value[2], fresh[2].sample[key])
+    assert _scene_cache_name(replace(config, world=WorldConfig(noise_std=0.0))) != path.name
+    assert _scene_cache_name(replace(config, data_seed=1)) != path.name
+
+
+def test_public_api_matches_the_sample_dict() -> None:
+    sample = SceneDataset(generate_scenes(WorldConfig(), 2, seed=0))[0]
+    pose = torch.eye(4).repeat(6, 1, 1)
+    pose[:, :3, :3], pose[:, :3, 3] = sample["rotation"], sample["translation"]
+    batch = camera_batch(sample["images"], sample["intrinsics"], pose)
+    reference = default_collate([sample])
+    for key in ("images", "intrinsics", "rotation", "translation"):
+        assert torch.equal(batch[key], reference[key])
+    torch.manual_seed(0)
+    model = build_model("lara", ModelConfig(latent_init_std=1.0), WorldConfig().grid)
+    probs = predict_bev(model, batch)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(probs, model(reference).sigmoid()[:, 0])
+    assert probs.shape == (1, 32, 32) and model.training is False
+    two = camera_batch(sample["images"].expand(2, -1, -1, -1, -1), sample["intrinsics"], pose)  # shared calibration
+    assert two["rotation"].shape == (2, 6, 3, 3)
+    with pytest.raises(ValueError, match="cam_to_ego"):
+        camera_batch(sample["images"], sample["intrinsics"], pose[:5])
+    assert isinstance(BevGrid(), BevGrid)
 
 
 def test_benchmark_quick(tmp_path: Path) -> None:
     from frugalvision.methods.lara.benchmark import benchmark
 
     result = benchmark(tmp_path, quick=True)
-    rows = result["rows"]
-    assert [r["tokens"] for r in rows] == [128, 768]
+    rows_ = result["rows"]
+    assert [r["tokens"] for r in rows_] == [128, 768]
     # the dense score matrix (queries x tokens) grows 6x with 6 cameras; LaRa's memory grows far less
-    assert rows[1]["dense_mib"] > 3 * rows[0]["dense_mib"]
-    assert rows[1]["dense_over_lara_mib"] > rows[0]["dense_over_lara_mib"]
+    assert rows_[1]["dense_mib"] > 3 * rows_[0]["dense_mib"]
+    assert rows_[1]["dense_over_lara_mib"] > rows_[0]["dense_over_lara_mib"]
+    assert rows_[0]["dense_over_lara_ms_q25"] <= rows_[0]["dense_over_lara_ms"] <= rows_[0]["dense_over_lara_ms_q75"]
+    assert (tmp_path / "lara_benchmark.json").is_file()

@@ -2,14 +2,16 @@
 
 LaRa's encoder costs O(tokens × latents) and its decoder O(queries × latents); a dense BEV-query cross-attention
 costs O(queries × tokens). We time the view transform alone (tokens → BEV features, batch 1, eval mode) on random
-tokens for several camera counts, image sizes and grid sizes, and measure its peak memory (CUDA allocator when on a
-GPU, else the replay of the CPU profiler's allocation events).
+tokens for several camera counts, image sizes and grid sizes with the shared interleaved timer
+(:mod:`frugalvision.harness.timing`: both arms alternate in shuffled rounds; the ratio is the median of the per-round
+ratios), and measure its peak memory (CUDA allocator when on a GPU, else the replay of the CPU profiler's allocation
+events).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from frugalvision.harness.timing import interleaved_timings, latency_ratio
 from frugalvision.methods.lara.geometry import BevGrid
 from frugalvision.methods.lara.model import DenseQueryAttention, LaRa, ModelConfig
 
@@ -33,21 +36,6 @@ class _ViewTransform(nn.Module):
         if isinstance(self.arm, DenseQueryAttention):
             return self.arm.decoder(tokens, queries)
         return self.arm.decoder(self.arm.latent_encoder(tokens), queries)
-
-
-def _median_ms(fn: Any, runs: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(runs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def _peak_mib(fn: Any) -> float:
@@ -73,9 +61,9 @@ def view_transform_costs(
     image_sizes: tuple[tuple[int, int], ...] = ((32, 64), (64, 128)),
     grid_sizes: tuple[int, ...] = (32, 64),
     config: ModelConfig | None = None,
-    runs: int = 5,
+    runs: int = 7,
 ) -> list[dict[str, Any]]:
-    """Latency (ms) and peak memory (MiB) of the LaRa and dense view transforms per setting.
+    """Latency (ms, median over interleaved rounds) and peak memory (MiB) of the LaRa and dense view transforms.
 
     Returns:
         One dict per (grid, cameras, image size): tokens, queries, both latencies and memories, and their ratios.
@@ -101,10 +89,12 @@ def view_transform_costs(
                     "tokens": tokens,
                     "queries": side * side,
                 }
-                for name, module in arms.items():
-                    row[f"{name}_ms"] = _median_ms(lambda module=module, x=x: module(x), runs)
-                    row[f"{name}_mib"] = _peak_mib(lambda module=module, x=x: module(x))
-                row["dense_over_lara_ms"] = row["dense_ms"] / row["lara_ms"]
+                calls = {name: (lambda module=module, x=x: module(x)) for name, module in arms.items()}
+                ratio = latency_ratio(interleaved_timings(calls, rounds=runs, warmup=2, device=device), "dense", "lara")
+                row.update(lara_ms=ratio["reference_ms"], dense_ms=ratio["arm_ms"], dense_over_lara_ms=ratio["ratio"])
+                row.update(dense_over_lara_ms_q25=ratio["ratio_q25"], dense_over_lara_ms_q75=ratio["ratio_q75"])
+                for name, call in calls.items():
+                    row[f"{name}_mib"] = _peak_mib(call)
                 row["dense_over_lara_mib"] = row["dense_mib"] / max(row["lara_mib"], 1e-9)
                 rows.append(row)
     return rows
@@ -126,8 +116,6 @@ def benchmark(out_dir: Path, quick: bool = False) -> dict[str, Any]:
         out_dir: folder for ``lara_benchmark.json``.
         quick: two camera counts, one image size, one grid (for tests).
     """
-    import json
-
     kwargs: dict[str, Any] = (
         {"cameras": (1, 6), "image_sizes": ((32, 64),), "grid_sizes": (32,), "runs": 2} if quick else {}
     )
