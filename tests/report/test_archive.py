@@ -67,3 +67,32 @@ def test_the_table_is_computed_from_the_files_and_replaced_between_markers(tmp_p
         update_readme(readme, tmp_path / "results")
     with pytest.raises(DataError, match="not a folder"):
         load_archive(tmp_path / "nope")
+
+
+def test_the_table_shows_the_rows_the_verdict_compares_and_caps_the_others(tmp_path):
+    from frugalvision.report import write_results
+
+    rows = [Row(f"r{i}", s, {"top1": 0.1 * i, "nll": 1.0}) for i in range(9) for s in range(3)]
+    comparison = {"metric": "top1", "better": "r3", "reference": "r1", "n": 3, "mean": 0.2, "outcome": "better"}
+    constant = {**comparison, "reference": "1.5x"}
+    for name, comparisons in (("with", [comparison, constant]), ("without", [])):
+        doc = make_results(
+            name,
+            "p",
+            "standard",
+            "d",
+            "c",
+            rows,
+            "supported",
+            "r",
+            1.0,
+            env=ENV,
+            primary_metric="top1",
+            comparisons=comparisons,
+        )
+        write_results(doc, tmp_path / "runs" / name)
+    archive_results(tmp_path / "runs", tmp_path / "results")
+    table = results_table(tmp_path / "results").splitlines()
+    assert "| top1: r3 0.300 ± 0.000; r1 0.100 ± 0.000 |" in table[2]
+    shown = "top1: " + "; ".join(f"r{i} {0.1 * i:.3f} ± 0.000" for i in range(6)) + " (+3 rows in the file)"
+    assert f"| {shown} |" in table[3]
