@@ -124,3 +124,9 @@ def test_null_rows_keep_the_shape_and_centre_every_arm_on_one_mean():
     values = [r["metrics"]["top1"] for r in null_rows(ROWS * 200, random.Random(1))]
     pooled = sum(r["metrics"]["top1"] for r in ROWS) / len(ROWS)
     assert sum(values) / len(values) == pytest.approx(pooled, abs=2e-3)
+
+
+def test_confidence_words_keep_the_half_alpha_level_exact():
+    from frugalvision.harness.stats import confidence_words
+
+    assert [confidence_words(a) for a in (0.05, 0.025, 0.01, 0.1)] == ["95%", "97.5%", "99%", "90%"]

@@ -179,7 +179,7 @@ class Comparison:
         sign = "" if self.higher_is_better else " (lower is better)"
         return (
             f"{self.better} vs {self.reference} on {self.metric}{sign}: d = {self.mean:+.4g} ± {self.se:.2g} "
-            f"(SE, n={self.n}), one-sided {1 - self.alpha:.0%} bounds [{self.lower:+.4g}, {self.upper:+.4g}] "
+            f"(SE, n={self.n}), one-sided {confidence_words(self.alpha)} bounds [{self.lower:+.4g}, {self.upper:+.4g}] "
             f"-> {self.outcome}"
         )
 
@@ -277,9 +277,14 @@ class Verdict:
     comparisons: tuple[Comparison, ...] = field(default=())
 
 
+def confidence_words(alpha: float) -> str:
+    """The confidence level of a one-sided bound at ``alpha`` as a percentage: 0.05 -> "95%", 0.025 -> "97.5%"."""
+    return f"{round(100 * (1 - alpha), 2):g}%"
+
+
 def _bound_words(comparisons: Sequence[Comparison]) -> str:
     alpha = comparisons[0].alpha if comparisons else ALPHA
-    return f"one-sided {1 - alpha:.0%} bound (Student t over seeds)"
+    return f"one-sided {confidence_words(alpha)} bound (Student t over seeds)"
 
 
 def claim_verdict(
