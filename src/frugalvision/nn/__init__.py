@@ -1,4 +1,8 @@
-"""Shared layers and model builders: CIFAR ResNets, small timm ViTs, the Perceiver-style latent encoder."""
+"""Shared layers and model builders: CIFAR ResNets, small timm ViTs, the Perceiver-style latent encoder.
+
+The offline MiniLM-L6 text encoder and its WordPiece tokenizer live in ``frugalvision.nn.minilm`` (imported on use:
+it needs the ``vl`` extra).
+"""
 
 from frugalvision.nn.latent import (
     CrossAttention,

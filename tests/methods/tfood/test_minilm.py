@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from frugalvision.errors import DataError
-from frugalvision.methods.tfood.minilm import hf_to_ours, load_minilm
 from frugalvision.methods.tfood.model import ImageEncoderConfig, RecipeEncoderConfig, TFoodModel
 from frugalvision.methods.tfood.text import PAD, WordPieceTokenizer, minilm_dir, pad_recipes
+from frugalvision.nn.minilm import hf_to_ours, load_minilm
 
 LINES = ["2 cups sugar-free flour", "preheat the oven to 200 degrees and bake until golden", "salt", "Mix it!"]
 

