@@ -26,6 +26,7 @@ _WHERE = {
     "gather_global_batch": "distributed",
     "rank_and_world_size": "distributed",
     "WeightEma": "ema",
+    "CompositeOptimizer": "optim",
     "GlobalBatchSampler": "sampler",
     "shuffled_order": "sampler",
     "warmup_cosine_lr": "schedule",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from frugalvision.engine.distributed import all_gather_with_grad, gather_global_batch, rank_and_world_size
     from frugalvision.engine.ema import WeightEma
     from frugalvision.engine.loop import Engine, FitResult, Task, default_optimizer
+    from frugalvision.engine.optim import CompositeOptimizer
     from frugalvision.engine.sampler import GlobalBatchSampler, shuffled_order
     from frugalvision.engine.schedule import warmup_cosine_lr
     from frugalvision.engine.seeding import derive_seed, seed_everything

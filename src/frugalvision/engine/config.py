@@ -58,7 +58,11 @@ class LoopConfig:
         warmup_steps: linear warm-up steps from warmup_start_lr to lr.
         warmup_start_lr: learning rate at step 0.
         min_lr: learning rate at the end of the cosine decay.
-        schedule: "cosine" (warm-up then cosine) or "constant" (warm-up then flat).
+        schedule: after the warm-up: "cosine", "constant", "poly" (DeepLab's polynomial decay with poly_power) or
+            "step" (multiply by gamma at each of milestones).
+        poly_power: exponent of the "poly" schedule.
+        milestones: optimiser steps at which the "step" schedule multiplies the learning rate by gamma.
+        gamma: factor of the "step" schedule.
         clip_grad_norm: clip the global gradient norm to this value; 0 disables.
         ema_decay: decay of an exponential moving average of the weights; 0 disables.
         eval_every: evaluate every N optimiser steps (0: only at the end).
@@ -80,7 +84,10 @@ class LoopConfig:
     warmup_steps: int = 0
     warmup_start_lr: float = 0.0
     min_lr: float = 0.0
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "poly", "step"] = "cosine"
+    poly_power: float = 0.9
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0
     eval_every: int = 0
@@ -123,5 +130,9 @@ class LoopConfig:
             raise ConfigError(
                 f"loop.warmup_steps={self.warmup_steps} exceeds loop.max_steps={self.max_steps}; lower warmup_steps"
             )
-        if self.schedule not in {"cosine", "constant"}:
-            raise ConfigError(f"loop.schedule={self.schedule!r} is invalid; use cosine or constant")
+        if self.schedule not in {"cosine", "constant", "poly", "step"}:
+            raise ConfigError(f"loop.schedule={self.schedule!r} is invalid; use cosine, constant, poly or step")
+        if self.poly_power <= 0 or self.gamma <= 0:
+            raise ConfigError(f"loop.poly_power={self.poly_power}, loop.gamma={self.gamma}: both must be > 0")
+        if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
+            raise ConfigError(f"loop.milestones={self.milestones} is invalid; give increasing positive steps")

@@ -354,6 +354,9 @@ class Engine:
             warmup_start_lr=loop.warmup_start_lr,
             min_lr=loop.min_lr,
             schedule=loop.schedule,
+            poly_power=loop.poly_power,
+            milestones=tuple(loop.milestones),
+            gamma=loop.gamma,
         )
         set_lr(run.optimizer, lr)
         logs: dict[str, float] = {}
