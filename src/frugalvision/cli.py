@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import tyro
 
 from frugalvision.config_io import config_from_dict, config_to_dict, read_config_file
-from frugalvision.errors import ConfigError, FrugalError
+from frugalvision.errors import ConfigError, FrugalError, output_error
 from frugalvision.registry import CORE_PRESETS, METHODS, available_methods, get_method
 
 T = TypeVar("T")
@@ -118,13 +118,38 @@ def parse_args(cls: type[T], args: Sequence[str], prog: str, default: T | None =
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        lines = [line.strip(" │╭╮╰╯|+").strip() for line in captured.getvalue().splitlines()]
-        lines = [line for line in lines if line and not set(line) <= set("─-=+ ")]
-        message = lines[1] if len(lines) > 1 else (lines[0] if lines else "invalid arguments")
-        if "Perhaps you meant:" in lines:
-            suggestion = lines[lines.index("Perhaps you meant:") + 1].split()[0]
-            message += f" (did you mean {suggestion}?)"
-        raise ConfigError(f"{message}; see `{prog} --help`") from None
+        raise ConfigError(f"{parse_error_message(captured.getvalue())}; see `{prog} --help`") from None
+
+
+_BOX = " │╭╮╰╯|+"
+
+
+def _is_rule(line: str) -> bool:
+    return bool(line) and set(line) <= set("─-=+ ")
+
+
+def parse_error_message(text: str) -> str:
+    """The whole message of a tyro/argparse error box on one line (wrapped lines joined), with its suggestion.
+
+    The box is: a title, the message (possibly wrapped over several lines), a rule, then help or "Perhaps you meant:"
+    with the closest options. Only the message and the first suggested option are kept.
+    """
+    lines = [line.strip(_BOX).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if lines and lines[0].startswith("─"):
+        lines = lines[1:]  # the box title
+    blocks: list[list[str]] = [[]]
+    for line in lines:
+        if _is_rule(line):
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    message = " ".join(blocks[0]).replace("usage:", "").strip().rstrip(".") or "invalid arguments"
+    for block in blocks[1:]:
+        if block and block[0] == "Perhaps you meant:" and len(block) > 1:
+            message += f" (did you mean {block[1].split()[0]}?)"
+            break
+    return message
 
 
 def _fail(message: str) -> int:
@@ -317,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[command]()
     except FrugalError as error:
         return _fail(str(error))
+    except OSError as error:  # an output the library did not wrap: still one line naming the path and the fix
+        return _fail(str(output_error(error)))
 
 
 if __name__ == "__main__":

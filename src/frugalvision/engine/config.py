@@ -21,6 +21,8 @@ class FabricConfig:
         num_nodes: number of nodes, or 0 to take it from the launcher's environment.
         strategy: "auto", "ddp", "ddp_spawn" or "fsdp".
         precision: "32-true", "bf16-mixed", "16-mixed" or "bf16-true".
+        sync_batchnorm: in a run of several processes, normalise BatchNorm layers over the global batch (as one
+            process would); False keeps per-process batch statistics. No effect in one process or without BatchNorm.
     """
 
     accelerator: str = "auto"
@@ -28,6 +30,7 @@ class FabricConfig:
     num_nodes: int = 0
     strategy: Strategy = "auto"
     precision: Precision = "32-true"
+    sync_batchnorm: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError on an invalid value."""
@@ -43,6 +46,17 @@ class FabricConfig:
             raise ConfigError(
                 f"fabric.precision={self.precision!r} is invalid; use 32-true, bf16-mixed, 16-mixed or bf16-true"
             )
+
+
+#: loop fields that do not change the weights a run produces (a checkpoint stays valid when they change)
+RESUME_NEUTRAL_LOOP_FIELDS = (
+    "ckpt_every",
+    "ckpt_every_s",
+    "keep_checkpoints",
+    "log_every",
+    "num_workers",
+    "eval_batch_size",
+)
 
 
 @dataclass
@@ -71,7 +85,8 @@ class LoopConfig:
             a killed run loses at most that much work.
         keep_checkpoints: how many step checkpoints to keep on disk.
         log_every: log training metrics every N optimiser steps.
-        seed: base seed; each rank and step derives its own.
+        seed: base seed; each rank and step derives its own. In a harness experiment every run's base seed comes from
+            its unit's seed (``--seeds``); a non-zero value here is an offset mixed into it (0 keeps the unit seed).
         num_workers: DataLoader worker processes (0 runs data loading in the main process).
         eval_batch_size: batch size for evaluation (0: same as batch_size).
     """

@@ -7,9 +7,13 @@ checkpoints and exact resumption.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
+import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,15 +26,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from frugalvision.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from frugalvision.engine.config import FabricConfig, LoopConfig
+from frugalvision.engine.checkpoint import (
+    checkpoint_candidates,
+    latest_checkpoint,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+)
+from frugalvision.engine.config import RESUME_NEUTRAL_LOOP_FIELDS, FabricConfig, LoopConfig
 from frugalvision.engine.ema import WeightEma
 from frugalvision.engine.fabric import build_fabric
 from frugalvision.engine.logging import RunLogger
+from frugalvision.engine.runlock import RunLock
 from frugalvision.engine.sampler import EpochOrder, GlobalBatchSampler
 from frugalvision.engine.schedule import set_lr, warmup_cosine_lr
 from frugalvision.engine.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
-from frugalvision.errors import CheckpointError, ConfigError, TrainingDivergedError
+from frugalvision.engine.syncbn import convert_sync_batchnorm, has_batchnorm
+from frugalvision.errors import CheckpointError, ConfigError, TrainingDivergedError, writing
 
 
 def default_optimizer(model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
@@ -149,6 +161,8 @@ class _Run:
     run_path: Path | None
     ckpt_root: Path | None
     logger: RunLogger | None
+    dataset: Dataset
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     previous_wall_s: float = 0.0
@@ -226,6 +240,7 @@ class Engine:
         run_dir: str | Path | None = None,
         resume: bool = False,
         desc: str = "train",
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> FitResult:
         """Train ``task`` for ``loop.max_steps`` optimiser steps.
 
@@ -233,20 +248,45 @@ class Engine:
             task: the method's task.
             loop: loop settings.
             run_dir: folder for checkpoints (``run_dir/checkpoints``) and logs (``run_dir/metrics.csv``); None
-                disables checkpoints (logs then go to ``<log_dir>/<desc>/`` when the engine has a log_dir).
-            resume: continue from the newest checkpoint in ``run_dir`` (exactly: same data order and randomness).
+                disables checkpoints (logs then go to ``<log_dir>/<desc>/`` when the engine has a log_dir). Rank 0
+                locks it while training, and checks that it is writable before the first step.
+            resume: continue from the newest intact checkpoint in ``run_dir`` (exactly: same data order and
+                randomness); a corrupt newest checkpoint falls back to the previous one, saying so in one line.
             desc: progress-bar label.
+            fingerprint: JSON-able ``{field: value}`` the run depends on beyond the loop (e.g. the experiment's
+                config), stored in every checkpoint; resuming with other values is refused, naming the fields.
 
         Raises:
             TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
+            ConfigError: resuming a checkpoint made with other settings (names the differing fields).
+            RunFolderBusyError: another process is training in ``run_dir``.
+            OutputError: ``run_dir`` cannot be written (read-only, full, a file in the way).
         """
         loop.validate()
         if not self._launched and self.config.strategy != "ddp_spawn":
             self.launch()
-        run = self._start_run(task, loop, run_dir, desc)
+        lock = RunLock(run_dir) if run_dir is not None and self.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._fit(task, loop, run_dir, resume, desc, fingerprint)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(
+        self,
+        task: Task,
+        loop: LoopConfig,
+        run_dir: str | Path | None,
+        resume: bool,
+        desc: str,
+        fingerprint: Mapping[str, Any] | None,
+    ) -> FitResult:
+        run = self._start_run(task, loop, run_dir, desc, fingerprint)
         if resume:
             self._restore(run)
-        batches = self._batches(task, loop, run.step * loop.grad_accum)
+        batches = self._batches(task, loop, run.step * loop.grad_accum, run.dataset)
         bar = tqdm(
             total=loop.max_steps,
             initial=run.step,
@@ -264,11 +304,23 @@ class Engine:
         bar.close()
         return self._finish(run)
 
-    def _start_run(self, task: Task, loop: LoopConfig, run_dir: str | Path | None, desc: str) -> _Run:
-        """Seed, build the model, optimiser and EMA, set them up on the devices, open the logger."""
+    def _start_run(
+        self,
+        task: Task,
+        loop: LoopConfig,
+        run_dir: str | Path | None,
+        desc: str,
+        fingerprint: Mapping[str, Any] | None = None,
+    ) -> _Run:
+        """Check the folder, seed, build the model, optimiser and EMA, set them up on the devices, open the logger."""
         run_path = Path(run_dir) if run_dir is not None else None
+        if run_path is not None and self.is_main:
+            _check_writable(run_path / "checkpoints")
+        dataset = task.train_dataset()
         seed_everything(loop.seed)
         model = task.build_model()
+        if self.config.sync_batchnorm and self.world_size > 1 and has_batchnorm(model):
+            model = convert_sync_batchnorm(model, cuda=self.device.type == "cuda")
         if loop.ema_decay > 0 and self.config.strategy == "fsdp":
             raise ConfigError("loop.ema_decay > 0 is not supported with fabric.strategy='fsdp'; use ddp or disable EMA")
         ema = WeightEma(model, loop.ema_decay) if loop.ema_decay > 0 else None
@@ -287,16 +339,58 @@ class Engine:
             run_path=run_path,
             ckpt_root=run_path / "checkpoints" if run_path is not None else None,
             logger=logger,
+            dataset=dataset,
+            fingerprint=self._fingerprint(loop, dataset, fingerprint),
         )
 
+    def _fingerprint(self, loop: LoopConfig, dataset: Dataset, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """What the weights of a run depend on, as JSON values: the loop, the topology, the data, the caller's."""
+        neutral = set(RESUME_NEUTRAL_LOOP_FIELDS)
+        if loop.schedule in ("constant", "step"):
+            neutral.add("max_steps")  # the schedule does not depend on it: a finished run may be extended
+        values = {
+            f"engine.loop.{name}": value for name, value in dataclasses.asdict(loop).items() if name not in neutral
+        }
+        values["engine.world_size"] = self.world_size
+        values["engine.precision"] = self.config.precision
+        values["engine.sync_batchnorm"] = self.config.sync_batchnorm and self.world_size > 1
+        values["data.train_size"] = len(dataset)  # type: ignore[arg-type]
+        values["data.train_type"] = type(dataset).__name__
+        values.update(extra or {})
+        return json.loads(json.dumps(values, default=str))
+
     def _restore(self, run: _Run) -> None:
-        """Load the newest checkpoint of the run folder: weights, optimiser, EMA, RNG, history, task state."""
+        """Load the newest intact checkpoint: weights, optimiser, EMA, RNG, history, task state.
+
+        A checkpoint whose files do not match their recorded sizes and hashes is skipped for the previous one, with a
+        one-line warning; a checkpoint made with another config is refused.
+        """
         if run.ckpt_root is None:
             raise ConfigError("resume=True needs a run directory; pass --out of the interrupted run")
-        folder = latest_checkpoint(run.ckpt_root)
-        if folder is None:
-            raise CheckpointError(f"no checkpoint found under {run.ckpt_root}; start without --resume")
-        model_state, train_state, ema_state = load_checkpoint(folder)
+        problems: list[str] = []
+        for folder in checkpoint_candidates(run.ckpt_root):
+            try:
+                model_state, train_state, ema_state = load_checkpoint(folder)
+            except CheckpointError as error:
+                problems.append(str(error))
+                continue
+            _check_fingerprint(folder, run.fingerprint)
+            if problems and self.is_main:
+                print(f"warning: {problems[0]}; resuming from the previous intact checkpoint {folder}", file=sys.stderr)
+            self._restore_states(run, folder, model_state, train_state, ema_state)
+            return
+        if problems:
+            raise CheckpointError(f"no intact checkpoint under {run.ckpt_root} ({problems[0]}); start without --resume")
+        raise CheckpointError(f"no checkpoint found under {run.ckpt_root}; start without --resume")
+
+    def _restore_states(
+        self,
+        run: _Run,
+        folder: Path,
+        model_state: dict[str, torch.Tensor],
+        train_state: dict[str, Any],
+        ema_state: dict[str, torch.Tensor] | None,
+    ) -> None:
         self._load_states(run.model, run.optimizer, model_state, train_state)
         if run.ema is not None:
             if ema_state is None:
@@ -312,9 +406,9 @@ class Engine:
             self.fabric.strategy.precision.load_state_dict(train_state["precision"])
         run.task.load_state_dict(train_state.get("task", {}))
 
-    def _batches(self, task: Task, loop: LoopConfig, micro_step: int) -> Iterator[Any]:
+    def _batches(self, task: Task, loop: LoopConfig, micro_step: int, dataset: Dataset | None = None) -> Iterator[Any]:
         """This rank's micro-batches from global micro-step ``micro_step`` on, epoch after epoch."""
-        dataset = task.train_dataset()
+        dataset = task.train_dataset() if dataset is None else dataset
         sampler = GlobalBatchSampler(
             len(dataset),
             loop.batch_size,
@@ -421,7 +515,16 @@ class Engine:
             "task": run.task.state_dict(),
         }
         assert run.ckpt_root is not None
-        self._save(run.ckpt_root, run.step, run.model, run.optimizer, run.ema, run.loop.keep_checkpoints, extra)
+        self._save(
+            run.ckpt_root,
+            run.step,
+            run.model,
+            run.optimizer,
+            run.ema,
+            run.loop.keep_checkpoints,
+            extra,
+            fingerprint=run.fingerprint,
+        )
         run.last_checkpoint = time.perf_counter()
         if run.logger is not None:
             run.logger.write(run.history)
@@ -592,12 +695,14 @@ class Engine:
         ema: WeightEma | None,
         keep: int,
         extra: dict[str, Any],
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> None:
         model_state = self._model_state(model)
         optimizer_state = self._optimizer_state(model, optimizer)
         if self.is_main:
             train_state = {"step": step, "optimizer": optimizer_state, "rng": capture_rng_state(), **extra}
-            save_checkpoint(root, step, model_state, train_state, ema.state_dict() if ema else None, keep=keep)
+            ema_state = ema.state_dict() if ema else None
+            save_checkpoint(root, step, model_state, train_state, ema_state, keep=keep, fingerprint=fingerprint)
         self.fabric.barrier()
 
 
@@ -606,6 +711,31 @@ def _run_spawned(engine: Engine, function: Callable[..., Any], fabric: Fabric, *
     engine.fabric = fabric
     engine._launched = True
     return function(engine, *args)
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it, so that an unwritable folder fails before any training."""
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+
+def _check_fingerprint(folder: Path, current: Mapping[str, Any]) -> None:
+    """Refuse to resume from a checkpoint whose recorded fingerprint differs from the run's (names the fields)."""
+    manifest = read_manifest(folder)
+    stored = (manifest or {}).get("fingerprint") or {}
+    differing = [key for key in stored if key in current and stored[key] != current[key]]
+    if not differing:
+        return
+    differing.sort(key=lambda key: (key.startswith(("engine.", "data.")), key))
+    shown = ", ".join(f"{key}={stored[key]!r} (now {current[key]!r})" for key in differing[:4])
+    more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
+    raise ConfigError(
+        f"checkpoint {folder} was made with {shown}{more}; resume with the same config, or run without --resume "
+        "(or with another --out) to start over"
+    )
 
 
 def _safe_name(text: str) -> str:
