@@ -132,7 +132,8 @@ def parse_error_message(text: str) -> str:
     """The whole message of a tyro/argparse error box on one line (wrapped lines joined), with its suggestion.
 
     The box is: a title, the message (possibly wrapped over several lines), a rule, then help or "Perhaps you meant:"
-    with the closest options. Only the message and the first suggested option are kept.
+    with the closest options; without a terminal it is drawn without borders, the title above a rule. Only the
+    message and the first suggested option are kept.
     """
     lines = [line.strip(_BOX).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
@@ -144,6 +145,8 @@ def parse_error_message(text: str) -> str:
             blocks.append([])
         else:
             blocks[-1].append(line)
+    if len(blocks) > 1 and len(blocks[0]) == 1 and not any(c in blocks[0][0] for c in ":'-"):
+        blocks = blocks[1:]  # the title of a box drawn without borders (no terminal): "Value error", then a rule
     message = " ".join(blocks[0]).replace("usage:", "").strip().rstrip(".") or "invalid arguments"
     for block in blocks[1:]:
         if block and block[0] == "Perhaps you meant:" and len(block) > 1:
