@@ -1,6 +1,7 @@
 """Data: offline image sources, real-format folder loaders, splits, domain-shift builders, reproducible loaders."""
 
 from frugalvision.data.arrays import ArrayDataset, ImageArrays, concat_arrays
+from frugalvision.data.cifar import find_cifar, load_cifar, safe_unpickle
 from frugalvision.data.folders import (
     IMG_EXTENSIONS,
     DomainBedDataset,
@@ -64,8 +65,10 @@ __all__ = [
     "default_num_workers",
     "derive_seed",
     "domain_shares",
+    "find_cifar",
     "find_fashion_mnist",
     "list_sources",
+    "load_cifar",
     "load_digits",
     "load_fashion_mnist",
     "load_image",
@@ -77,6 +80,7 @@ __all__ = [
     "read_idx",
     "register_source",
     "rotated_domains",
+    "safe_unpickle",
     "sample_backgrounds",
     "seed_worker",
     "split_indices",

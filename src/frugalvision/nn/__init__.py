@@ -1,4 +1,4 @@
-"""Shared layers and model builders: CIFAR ResNets, small timm ViTs, the Perceiver-style latent encoder.
+"""Shared layers and model builders: CIFAR ResNets, PreAct/Wide ResNets, small timm ViTs, the latent encoder.
 
 The offline MiniLM-L6 text encoder and its WordPiece tokenizer live in ``frugalvision.nn.minilm`` (imported on use:
 it needs the ``vl`` extra).
@@ -16,6 +16,7 @@ from frugalvision.nn.latent import (
 )
 from frugalvision.nn.resnet import BasicBlock, CifarResNet, cifar_resnet
 from frugalvision.nn.vit import small_vit
+from frugalvision.nn.wide_resnet import PreActBlock, PreActResNet, preact_resnet, wide_resnet
 
 __all__ = [
     "BasicBlock",
@@ -24,10 +25,14 @@ __all__ = [
     "LatentBlock",
     "LatentEncoder",
     "MeanPoolHead",
+    "PreActBlock",
+    "PreActResNet",
     "QueryDecoder",
     "attention",
     "cifar_resnet",
     "fourier_features",
     "grid_coords",
+    "preact_resnet",
     "small_vit",
+    "wide_resnet",
 ]
