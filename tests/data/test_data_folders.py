@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import ImageFile
 
-from frugalvision.data import ImageFolderDataset, load_image
+from frugalvision.data import ImageFolderDataset, load_image, provenance
 from frugalvision.errors import DataError
 
 
@@ -57,11 +57,16 @@ def test_not_an_image_file(image_folder):
 def test_skip_bad_files_prefilters_and_counts(image_folder, make_image, truncated):
     bad_jpg = truncated(make_image(image_folder / "cat" / "t.jpg", 10, size=64))
     bad_png = truncated(make_image(image_folder / "dog" / "t.png", 11, size=64))
+    start = provenance.mark()
     with pytest.warns(RuntimeWarning, match="skipping corrupt"):
         ds = ImageFolderDataset(image_folder, skip_bad_files=True)
     assert len(ds) == 6 and sorted(ds.skipped) == sorted([bad_jpg, bad_png])
     assert all(ds[i][0].shape == (3, 8, 8) for i in range(len(ds)))
     assert ds.verify() == []
+    read, skipped = provenance.since(start)  # what the harness writes into results.json
+    assert sorted(skipped) == sorted([str(bad_jpg), str(bad_png)]) and read == [
+        {"name": "imagefolder", "path": str(image_folder)}
+    ]
 
 
 def test_skip_bad_files_at_load_time_without_prefilter(image_folder, make_image, truncated):

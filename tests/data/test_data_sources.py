@@ -62,11 +62,41 @@ def test_root_is_looked_up_first(tmp_path, sub):
     assert train.labels.tolist()[:3] == [0, 1, 2]
 
 
-def test_debian_path_then_fallbacks(nowhere, monkeypatch):
+def test_debian_path_without_a_root(nowhere, monkeypatch):
     _fake_fashion(nowhere / "deb")
     monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", nowhere / "deb")
-    assert len(load_source("fashion-mnist", root=nowhere / "empty-root")) == 12  # root lacks files -> Debian path
+    assert len(load_source("fashion-mnist")) == 12
     assert available_default_source() == "fashion-mnist"
+
+
+@pytest.mark.parametrize("kind", ["empty", "file", "other-files", "missing"])
+def test_a_given_root_without_the_data_is_an_error_never_another_copy(nowhere, monkeypatch, kind):
+    _fake_fashion(nowhere / "deb")
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", nowhere / "deb")  # a copy that must NOT be used
+    root = nowhere / "root"
+    if kind == "file":
+        root.write_text("not a folder")
+    elif kind != "missing":
+        root.mkdir()
+        if kind == "other-files":
+            (root / "README.txt").write_text("hello")
+    for call in (lambda: load_source("fashion-mnist", root=root), lambda: available_default_source(root)):
+        with pytest.raises(DataError) as err:
+            call()
+        message = str(err.value)
+        assert "\n" not in message and f"--data-root {root}" in message and "train-images-idx3-ubyte" in message
+
+
+def test_loads_are_recorded_with_the_folder_actually_read(tmp_path):
+    from frugalvision.data import provenance
+
+    start = provenance.mark()
+    _fake_fashion(tmp_path)
+    load_source("fashion-mnist", root=tmp_path)
+    load_source("digits", train=False)
+    sources_read, skipped = provenance.since(start)
+    assert sources_read[0] == {"name": "fashion-mnist", "path": str(tmp_path), "split": "train"}
+    assert sources_read[1]["name"] == "digits" and sources_read[1]["split"] == "test" and skipped == []
 
 
 def test_cache_after_download(nowhere, monkeypatch):
@@ -79,10 +109,10 @@ def test_cache_after_download(nowhere, monkeypatch):
 
 def test_missing_everywhere_one_line_error(nowhere):
     with pytest.raises(DataError) as err:
-        load_source("fashion-mnist", root=nowhere / "my-data")
+        load_source("fashion-mnist")
     msg = str(err.value)
     assert "\n" not in msg
-    assert "--data-root" in msg and str(nowhere / "my-data") in msg
+    assert "--data-root" in msg
     assert str(nowhere / "no-debian") in msg
     assert "download" in msg and str(nowhere / "cache") in msg and "name resolution" in msg
     assert "apt-get install dataset-fashion-mnist" in msg

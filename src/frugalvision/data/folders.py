@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision.transforms.functional import pil_to_tensor
 
+from frugalvision.data import provenance
 from frugalvision.data.splits import derive_seed, split_indices
 from frugalvision.errors import DataError
 
@@ -194,6 +195,7 @@ class ImageFolderDataset(Dataset):
                     self._note_skip(path)
         if not self.samples:
             raise DataError(f"image set {root} has no readable images; fix: check the folder or the file list")
+        provenance.record_source("imagefolder", root)
 
     @classmethod
     def from_csv(
@@ -282,6 +284,7 @@ class ImageFolderDataset(Dataset):
     def _note_skip(self, path: Path) -> None:
         if path not in self.skipped:
             self.skipped.append(path)
+            provenance.record_skipped(path)
         if not self._warned:
             self._warned = True
             warnings.warn(

