@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from frugalvision.engine.config import FabricConfig, LoopConfig
-from frugalvision.errors import ConfigError
+from frugalvision.errors import ConfigError, OutputError
 from frugalvision.harness import (
     Experiment,
     RunConfig,
@@ -121,5 +121,5 @@ def test_unknown_study_and_unwritable_output_are_one_line_errors(tmp_path):
         run_experiment(TOY, _config(tmp_path, study="nope"))
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match="cannot write to"):
+    with pytest.raises(OutputError, match="cannot write"):
         run_experiment(TOY, _config(blocker))

@@ -46,10 +46,21 @@ class RunConfig:
             raise ConfigError("preset is empty; use smoke, standard, paper or an extra preset of the method")
         if not self.seeds:
             raise ConfigError("seeds is empty; pass at least one seed, e.g. --seeds 0 1 2")
-        if self.data_root is not None and not Path(self.data_root).exists():
-            raise ConfigError(
-                f"data_root={self.data_root!r} does not exist; pass an existing folder or omit --data-root"
-            )
+        if self.data_root is not None:
+            root = Path(self.data_root).expanduser()
+            if not root.exists():
+                raise ConfigError(
+                    f"data_root={self.data_root!r} does not exist; pass an existing folder or omit --data-root"
+                )
+            if not root.is_dir():
+                raise ConfigError(
+                    f"data_root={self.data_root!r} is a file; pass the folder holding the dataset or omit --data-root"
+                )
+            if not any(root.iterdir()):
+                raise ConfigError(
+                    f"data_root={self.data_root!r} is an empty folder; pass the folder that holds the dataset or omit "
+                    "--data-root"
+                )
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads} is invalid; use 0 (default) or a positive count")
         self.fabric.validate()

@@ -17,10 +17,23 @@ if TYPE_CHECKING:
 
     from frugalvision.engine import Engine, FitResult, LoopConfig, Task
 
-__all__ = ["Context"]
+__all__ = ["Context", "loop_seed_offsets"]
 
 C = TypeVar("C", bound=RunConfig)
 T = TypeVar("T")
+
+
+def loop_seed_offsets(config: RunConfig) -> tuple[int, ...]:
+    """The non-zero ``seed`` of every loop of a config (its top-level ``LoopConfig`` fields), in field order.
+
+    The harness seeds every training run from its unit's seed (``--seeds``); ``--loop.seed K`` with K != 0 is then an
+    offset that changes the training randomness (initialisation, data order, dropout and augmentation) of every unit
+    while the data splits, which follow the unit's seed, stay the same.
+    """
+    from frugalvision.engine.config import LoopConfig
+
+    values = (getattr(config, f.name, None) for f in dataclasses.fields(config))
+    return tuple(value.seed for value in values if isinstance(value, LoopConfig) and value.seed != 0)
 
 
 class Context(Generic[C]):
@@ -31,9 +44,20 @@ class Context(Generic[C]):
         engine: the engine every training run goes through.
         method: the method's name.
         out_dir: the study's output folder (``<out>/<method>`` or ``<out>/<method>/<study>``).
+        fingerprint: the config's fields that a result depends on, stored in every checkpoint of :meth:`fit`.
+        on_start: called before each training run (the harness writes config.yaml once the run is known to start).
     """
 
-    def __init__(self, config: C, engine: Engine, method: str, out_dir: Path) -> None:
+    def __init__(
+        self,
+        config: C,
+        engine: Engine,
+        method: str,
+        out_dir: Path,
+        *,
+        fingerprint: Mapping[str, Any] | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.engine = engine
         self.method = method
@@ -41,6 +65,9 @@ class Context(Generic[C]):
         self._unit: Unit | None = None
         self._fit_names: set[str] = set()
         self._memo: dict[Hashable, Any] = {}
+        self._fingerprint = dict(fingerprint or {})
+        self._on_start = on_start
+        self.seed_offsets = loop_seed_offsets(config)
 
     # ----------------------------------------------------------------- where we are
     @property
@@ -82,8 +109,10 @@ class Context(Generic[C]):
         """Train through the engine in ``unit_dir/name`` with checkpoints, continuing from one when it exists.
 
         The loop's seed becomes the unit's seed unless ``seed`` is given: every arm of one seed then sees the same
-        data order (a paired design). A checkpoint in the folder can only come from an interrupted attempt of this
-        unit (the harness clears the unit's folder before a fresh run), so training continues from it.
+        data order (a paired design); a non-zero ``loop.seed`` in the config is an offset mixed into it
+        (:meth:`loop_seed`). A checkpoint in the folder can only come from an interrupted attempt of this unit (the
+        harness clears the unit's folder before a fresh run), so training continues from it; the checkpoint records
+        the config's fingerprint, and continuing with other values is refused with one line naming the fields.
 
         Args:
             task: the method's task.
@@ -101,10 +130,19 @@ class Context(Generic[C]):
             raise ConfigError(f"two training runs of unit {self.unit.id} are both named {name!r}; name them apart")
         self._fit_names.add(name)
         run_dir = self.unit_dir / name if name else self.unit_dir
-        loop = dataclasses.replace(loop, seed=self.seed if seed is None else seed)
+        loop = dataclasses.replace(loop, seed=self.loop_seed(self.seed if seed is None else seed))
         resume = latest_checkpoint(run_dir / "checkpoints") is not None
         label = desc or " ".join(part for part in (self.unit.name, name, f"seed {self.seed}") if part)
-        return self.engine.fit(task, loop, run_dir=run_dir, resume=resume, desc=label)
+        if self._on_start is not None:
+            self._on_start()
+        fingerprint = {**self._fingerprint, "harness.unit": self.unit.id, "harness.run": name}
+        return self.engine.fit(task, loop, run_dir=run_dir, resume=resume, desc=label, fingerprint=fingerprint)
+
+    def loop_seed(self, seed: int) -> int:
+        """The seed a training run uses: ``seed`` itself, or mixed with the config's non-zero ``loop.seed`` offsets."""
+        from frugalvision.seeding import derive_seed
+
+        return derive_seed(seed, "loop.seed", *self.seed_offsets) if self.seed_offsets else seed
 
     # ----------------------------------------------------------------- shared state
     def memo(self, key: Hashable, build: Callable[[], T]) -> T:

@@ -56,12 +56,15 @@ class UnitResult:
         extras: JSON-able values kept with the unit (curves, selected steps, ...), saved in ``unit.json``.
         arrays: tensors kept with the unit (e.g. predictions for a figure), saved as safetensors.
         dataset: the data source actually used.
+        skipped_files: unreadable files the unit's own data code skipped, beyond those the loaders of
+            ``frugalvision.data`` record by themselves (the harness writes both into results.json).
     """
 
     rows: list[Any]
     extras: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict)
     dataset: str | None = None
+    skipped_files: list[str] = field(default_factory=list)
 
     @classmethod
     def one_row(
@@ -88,6 +91,9 @@ class UnitRecord:
         arrays: its arrays.
         dataset: its data source.
         wall_s: seconds it took.
+        data_sources: the datasets its loaders read (``{"name", "path", "split"}``), as recorded by
+            ``frugalvision.data.provenance``.
+        skipped_files: the unreadable files it skipped.
     """
 
     unit: Unit
@@ -96,6 +102,8 @@ class UnitRecord:
     arrays: dict[str, Any]
     dataset: str | None
     wall_s: float
+    data_sources: tuple[dict[str, Any], ...] = ()
+    skipped_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
