@@ -82,7 +82,8 @@ def test_report_from_two_results(tmp_path):
     md = md_path.read_text()
     assert md_path.name == "REPORT.md" and html_path.name == "report.html"
     assert "## singe — arXiv:2207.04089" in md and "## mimo — arXiv:2010.06610" in md
-    assert "| mimo | main | smoke | **inconclusive** | 3.0 |" in md
+    assert "| mimo | main | smoke | inconclusive (smoke: proves nothing) | 3.0 |" in md
+    assert md.count("Smoke run: seconds of training") == 2  # under the summary and in the smoke section
     assert "| singe | main | standard | **supported** | 95.2 |" in md
     assert "| magnitude | 0.810 ± 0.010 | 0.410 ± 0.000 |" in md  # primary metric first
     assert "| ensemble | 0.031 ± 0.000 | 0.400 ± 0.000 |" in md
@@ -171,8 +172,35 @@ def test_studies_get_their_own_section_after_the_main_study_with_their_evidence(
         ("singe", "ablation", "singe/ablation"),
     ]
     md = render_markdown(docs, tmp_path)
-    assert "| singe | ablation | smoke | **inconclusive** | 2.0 |" in md
+    assert "| singe | ablation | smoke | inconclusive (smoke: proves nothing) | 2.0 |" in md
     assert "## singe · study ablation — arXiv:2207.04089" in md
     assert "- a - b on m: +0.010 (95 % lower bound -0.2)" in md
     assert md.index("## singe — ") < md.index("## singe · study ablation")
     assert "<li>a - b on m: +0.010 (95 % lower bound -0.2)</li>" in render_html(docs, tmp_path)
+
+
+def test_wide_tables_show_the_headline_metrics_first_and_fold_the_rest(tmp_path):
+    metrics = {f"m{i:02d}": 0.5 for i in range(20)}
+    doc = make_results(
+        "perceiver",
+        "arXiv:1",
+        "standard",
+        "d",
+        "c",
+        [Row("a", 0, metrics), Row("b", 0, {**metrics, "m19": 0.9})],
+        "inconclusive",
+        "r",
+        1.0,
+        primary_metric="m07",
+        comparisons=[{"metric": "m13", "better": "a", "reference": "b"}],
+    )
+    md = render_markdown([{**doc, "_folder": "perceiver"}], tmp_path)
+    tables = [line for line in md.splitlines() if line.startswith("| row |")]
+    assert tables[0] == "| row | m07 | m13 | m00 | m01 | m02 | m03 |"  # primary, then compared, then the rest
+    assert len(tables) == 4 and all(line.count("|") <= 8 for line in tables)
+    assert md.index("<details><summary>14 more metrics</summary>") < md.index(tables[1])
+    page = render_html([{**doc, "_folder": "perceiver"}], tmp_path)
+    parser = _Collector()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == [] and page.count("<table>") == 5 and "<details>" in page  # summary + 4

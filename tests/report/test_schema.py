@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -119,3 +120,13 @@ def test_load_reports_missing_and_bad_keys(tmp_path):
         load_results(path)
     with pytest.raises(DataError, match="no such results file"):
         load_results(tmp_path / "nope" / "results.json")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_results_files_follow_the_users_umask_not_the_temporary_files_0600(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = write_results(_doc(), tmp_path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

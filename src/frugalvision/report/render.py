@@ -3,7 +3,10 @@
 Layout: a summary table (method | study | preset | verdict | wall s), then one section per method and study with the
 paper id, the claim, the run facts, a table of ``mean ± std`` per row name and metric, the verdict with its rule and
 the evidence that decided it, any notes, and the figures (those listed in ``figures`` first, then any other ``*.png``
-in the folder). Image paths are relative to ``root``, so the report works wherever the folder is moved.
+in the folder). Image paths are relative to ``root``, so the report works wherever the folder is moved. A table
+shows the headline metrics first (the primary metric and those the verdict compares, at most
+:data:`MAX_COLUMNS`); the other metrics are folded below it in tables of the same width. Smoke runs are marked as
+such: seconds of training that check the code runs, whose verdict proves nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ __all__ = ["collect_results", "format_mean_std", "format_number", "render_html",
 REPORT_MD = "REPORT.md"
 REPORT_HTML = "report.html"
 _FOLDER_KEY = "_folder"
+#: metric columns per table; wider documents fold the rest into further tables
+MAX_COLUMNS = 6
+SMOKE_NOTE = (
+    "Smoke run: seconds of training on tiny data, to check that the code runs end to end; its numbers and verdict "
+    "prove nothing about the claim (see the standard and extended presets)."
+)
 
 
 def collect_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -101,20 +110,28 @@ def _title(doc: Mapping[str, Any]) -> str:
     return f"{doc['method']}{study} — {doc['paper']}"
 
 
+def _is_smoke(doc: Mapping[str, Any]) -> bool:
+    return doc.get("preset") == "smoke"
+
+
+def _verdict_text(doc: Mapping[str, Any]) -> str:
+    return f"{doc['verdict']} (smoke: proves nothing)" if _is_smoke(doc) else str(doc["verdict"])
+
+
 def _summary_cells(doc: Mapping[str, Any]) -> list[str]:
-    return [doc["method"], doc.get("study") or "main", doc["preset"], doc["verdict"], format_number(doc["wall_s"], 1)]
+    wall = format_number(doc["wall_s"], 1)
+    return [doc["method"], doc.get("study") or "main", doc["preset"], _verdict_text(doc), wall]
 
 
 SUMMARY_HEADER = ["method", "study", "preset", "verdict", "wall s"]
 
 
 def _metric_columns(doc: Mapping[str, Any]) -> list[str]:
+    """Every metric, headline first: the primary metric, then those the verdict compares, then the others."""
     metrics = list(doc["summary"])
-    primary = doc.get("primary_metric")
-    if primary in metrics:
-        metrics.remove(primary)
-        metrics.insert(0, primary)
-    return metrics
+    headline = [doc.get("primary_metric")] + [c.get("metric") for c in doc.get("comparisons", [])]
+    first = [m for m in dict.fromkeys(headline) if m in metrics]
+    return first + [m for m in metrics if m not in first]
 
 
 def _row_names(doc: Mapping[str, Any]) -> list[str]:
@@ -127,17 +144,27 @@ def _row_names(doc: Mapping[str, Any]) -> list[str]:
     return list(names)
 
 
-def _table(doc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and body cells (plain text) of a method's mean ± std table."""
+def _tables(doc: Mapping[str, Any], max_columns: int = MAX_COLUMNS) -> list[tuple[list[str], list[list[str]]]]:
+    """Header and body cells (plain text) of a document's mean ± std tables: headline metrics first, then the rest.
+
+    Each table has the row names and at most ``max_columns`` metrics; rows without any value in a table are left out.
+    """
     metrics = _metric_columns(doc)
-    body = []
-    for name in _row_names(doc):
-        cells = [name]
-        for metric in metrics:
-            stats = doc["summary"][metric].get(name)
-            cells.append(format_mean_std(stats["mean"], stats["std"]) if stats else "–")
-        body.append(cells)
-    return ["row", *metrics], body
+    tables = []
+    for start in range(0, len(metrics), max_columns):
+        chunk = metrics[start : start + max_columns]
+        body = []
+        for name in _row_names(doc):
+            stats = [doc["summary"][metric].get(name) for metric in chunk]
+            if any(stats) or start == 0:
+                body.append([name] + [format_mean_std(s["mean"], s["std"]) if s else "–" for s in stats])
+        tables.append((["row", *chunk], body))
+    return tables
+
+
+def _table(doc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of the headline table (see :func:`_tables`)."""
+    return _tables(doc)[0]
 
 
 def _figures(doc: Mapping[str, Any], root: Path) -> list[tuple[str, bool]]:
@@ -198,11 +225,13 @@ def render_markdown(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[s
     summary_rows = []
     for doc in docs:
         cells = _summary_cells(doc)
-        cells[3] = f"**{cells[3]}**"
+        cells[3] = cells[3] if _is_smoke(doc) else f"**{cells[3]}**"
         summary_rows.append(cells)
     lines += _md_table(SUMMARY_HEADER, summary_rows)
+    if any(_is_smoke(doc) for doc in docs):
+        lines += ["", f"*{SMOKE_NOTE}*"]
     for doc in docs:
-        header, body = _table(doc)
+        tables = _tables(doc)
         lines += [
             "",
             f"## {_md_text(_title(doc))}",
@@ -212,8 +241,16 @@ def render_markdown(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[s
             _md_text(_facts(doc)),
             "",
         ]
-        lines += _md_table(header, body)
-        lines += ["", f"**Verdict: {doc['verdict']}** — {_md_text(doc['verdict_rule'])}"]
+        if _is_smoke(doc):
+            lines += [f"*{SMOKE_NOTE}*", ""]
+        lines += _md_table(*tables[0])
+        if len(tables) > 1:
+            folded = sum(len(header) - 1 for header, _ in tables[1:])
+            lines += ["", f"<details><summary>{folded} more metrics</summary>", ""]
+            for header, body in tables[1:]:
+                lines += _md_table(header, body) + [""]
+            lines += ["</details>"]
+        lines += ["", f"**Verdict: {_verdict_text(doc)}** — {_md_text(doc['verdict_rule'])}"]
         if doc.get("evidence"):
             lines += [""] + [f"- {_md_text(sentence)}" for sentence in doc["evidence"]]
         if doc.get("notes"):
@@ -233,7 +270,8 @@ h1{border-bottom:2px solid #ddd;padding-bottom:.2em}h2{margin-top:2em;border-bot
 table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
 .meta{color:#555;font-size:.9em}.claim{font-style:italic}
-.v-supported{color:#17702e}.v-not-supported{color:#b00020}.v-inconclusive{color:#8a6d00}
+.v-supported{color:#17702e}.v-not-supported{color:#b00020}.v-inconclusive{color:#8a6d00}.v-smoke{color:#666}
+.smoke{background:#f4f4f4;padding:.4em .7em;border-left:3px solid #999}details{margin:.5em 0}
 figure{display:inline-block;margin:.5em 1em .5em 0}img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.8em;color:#666}
 """.strip()
@@ -243,8 +281,8 @@ def _section_id(doc: Mapping[str, Any]) -> str:
     return "m-" + re.sub(r"[^A-Za-z0-9_-]", "-", _folder(doc))
 
 
-def _verdict_class(verdict: str) -> str:
-    return "v-" + verdict.replace(" ", "-")
+def _verdict_class(doc: Mapping[str, Any]) -> str:
+    return "v-smoke" if _is_smoke(doc) else "v-" + str(doc["verdict"]).replace(" ", "-")
 
 
 def _html_table(header: Sequence[str], body: Sequence[Sequence[str]], raw_cols: Sequence[int] = ()) -> list[str]:
@@ -282,20 +320,30 @@ def render_html(docs: Sequence[Mapping[str, Any]], root: str | os.PathLike[str])
     for doc in docs:
         cells = [esc(c) for c in _summary_cells(doc)]
         cells[0] = f'<a href="#{esc(_section_id(doc))}">{cells[0]}</a>'
-        cells[3] = f'<strong class="{_verdict_class(doc["verdict"])}">{cells[3]}</strong>'
+        cells[3] = f'<strong class="{_verdict_class(doc)}">{cells[3]}</strong>'
         summary_rows.append(cells)
     parts += _html_table(SUMMARY_HEADER, summary_rows, raw_cols=tuple(range(len(SUMMARY_HEADER))))
+    if any(_is_smoke(doc) for doc in docs):
+        parts.append(f'<p class="smoke">{esc(SMOKE_NOTE)}</p>')
     for doc in docs:
-        header, body = _table(doc)
+        tables = _tables(doc)
         parts += [
             f'<section id="{esc(_section_id(doc))}">',
             f"<h2>{esc(_title(doc))}</h2>",
             f'<p class="claim"><strong>Claim.</strong> {esc(doc["claim"])}</p>',
             f'<p class="meta">{esc(_facts(doc))}</p>',
         ]
-        parts += _html_table(header, body)
+        if _is_smoke(doc):
+            parts.append(f'<p class="smoke">{esc(SMOKE_NOTE)}</p>')
+        parts += _html_table(*tables[0])
+        if len(tables) > 1:
+            folded = sum(len(header) - 1 for header, _ in tables[1:])
+            parts.append(f"<details><summary>{folded} more metrics</summary>")
+            for header, body in tables[1:]:
+                parts += _html_table(header, body)
+            parts.append("</details>")
         parts.append(
-            f'<p><strong class="{_verdict_class(doc["verdict"])}">Verdict: {esc(doc["verdict"])}</strong> — '
+            f'<p><strong class="{_verdict_class(doc)}">Verdict: {esc(_verdict_text(doc))}</strong> — '
             f"{esc(doc['verdict_rule'])}</p>"
         )
         if doc.get("evidence"):

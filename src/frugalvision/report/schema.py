@@ -13,7 +13,10 @@ A document looks like::
      "primary_metric": "top1",        # optional
      "study": "variants",             # optional: the study this document belongs to (absent for the main study)
      "evidence": ["..."],             # optional: the numbers that decided the verdict, one sentence each
-     "comparisons": [{...}]}          # optional: the paired comparisons of the verdict (harness.stats)
+     "comparisons": [{...}],          # optional: the paired comparisons of the verdict (harness.stats)
+     "data_sources": [{...}],         # optional: datasets read (name, path, split), recorded by the data loaders
+     "skipped_files": {"count": 0, "files": []},  # optional: unreadable files skipped (skip_bad_files)
+     "config_fingerprint": "<sha256>"}  # optional: of the config fields and units (``--resume`` skips a match)
 
 Metric values are floats; NaN is allowed (written as the JSON extension ``NaN`` that Python's json reads back).
 """
@@ -420,10 +423,18 @@ def write_results(doc: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Pa
     return target
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would make results unreadable to colleagues
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
