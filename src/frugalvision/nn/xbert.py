@@ -233,7 +233,7 @@ class TextFusionEncoder(nn.Module):
                 key = f"layers.{i}.{rest}" if i < text_layers else f"fusion_layers.{i - text_layers}.{rest}"
             state[key] = value
         missing, unexpected = model.load_state_dict(state, strict=False)
-        fresh = ("cross_", "mlm.dense", "mlm.norm", "mlm.bias")
+        fresh = ("cross_", "mlm.dense", "mlm.norm", "mlm.bias", "mlm.word_embeddings")  # the last is tied
         if unexpected or any(not any(f in k for f in fresh) for k in missing):
             raise DataError(f"MiniLM weights do not map onto the fusion encoder: {unexpected[:3]} {missing[:3]}")
         return model

@@ -35,6 +35,7 @@ __all__ = [
     "eval_transform",
     "image_to_tensor",
     "load_caption_json",
+    "pad_ids",
     "pretrain_files",
     "pretrain_transform",
     "resolve_image_path",
@@ -269,7 +270,8 @@ class CaptionDataset(Dataset):
         return self.image(index), text, concepts
 
 
-def _pad(sequences: Sequence[Sequence[int]]) -> Tensor:
+def pad_ids(sequences: Sequence[Sequence[int]]) -> Tensor:
+    """Right-pad id lists with PAD into one ``[N, longest]`` tensor."""
     out = torch.full((len(sequences), max(len(s) for s in sequences)), PAD, dtype=torch.long)
     for row, ids in enumerate(sequences):
         out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
@@ -283,5 +285,5 @@ def collate_batch(items: Sequence[tuple[Tensor, list[int], list[int] | None]]) -
     cross-attention, so the padding length does not change any output.
     """
     images = torch.stack([item[0] for item in items])
-    concepts = None if items[0][2] is None else _pad([item[2] for item in items])
-    return Batch(images, _pad([item[1] for item in items]), concepts)
+    concepts = None if items[0][2] is None else pad_ids([item[2] for item in items])
+    return Batch(images, pad_ids([item[1] for item in items]), concepts)

@@ -297,7 +297,7 @@ def arm_task(c: ViCHAConfig, arm: str, data: PretrainData, world_size: int) -> V
     return ViCHATask(
         build,
         train_set,
-        {"test": test_set},
+        {"test": test_set} if test else {},
         c.objectives(special_ids(data.tokenizer)),
         queue_size=c.queue_size,
         momentum=c.momentum,
