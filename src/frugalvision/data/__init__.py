@@ -1,6 +1,7 @@
 """Data: offline image sources, real-format folder loaders, splits, domain-shift builders, reproducible loaders."""
 
 from frugalvision.data.arrays import ArrayDataset, ImageArrays, concat_arrays
+from frugalvision.data.caption_world import CaptionWorld, caption_world, write_caption_world
 from frugalvision.data.cifar import find_cifar, load_cifar, safe_unpickle
 from frugalvision.data.folders import (
     IMG_EXTENSIONS,
@@ -47,6 +48,9 @@ from frugalvision.data.splits import (
 )
 
 __all__ = [
+    "CaptionWorld",
+    "caption_world",
+    "write_caption_world",
     "DEBIAN_FASHION_MNIST",
     "DIGIT_CLASSES",
     "FASHION_MNIST_CLASSES",

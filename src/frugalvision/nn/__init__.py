@@ -1,7 +1,8 @@
 """Shared layers and model builders: CIFAR ResNets, PreAct/Wide ResNets, small timm ViTs, the latent encoder.
 
 The offline MiniLM-L6 text encoder and its WordPiece tokenizer live in ``frugalvision.nn.minilm`` (imported on use:
-it needs the ``vl`` extra).
+it needs the ``vl`` extra); the ALBEF-style text/fusion BERT with cross-attention and MLM head in
+``frugalvision.nn.xbert``.
 """
 
 from frugalvision.nn.latent import (
