@@ -49,6 +49,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _plain_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu").contiguous().clone() for key, value in state_dict.items()}
 
@@ -73,6 +79,7 @@ def save_weights(
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             save_file(tensors, str(tmp), metadata=metadata)
+            os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files: colleagues could not read them
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, path)

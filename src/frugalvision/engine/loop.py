@@ -241,6 +241,7 @@ class Engine:
         resume: bool = False,
         desc: str = "train",
         fingerprint: Mapping[str, Any] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> FitResult:
         """Train ``task`` for ``loop.max_steps`` optimiser steps.
 
@@ -255,6 +256,8 @@ class Engine:
             desc: progress-bar label.
             fingerprint: JSON-able ``{field: value}`` the run depends on beyond the loop (e.g. the experiment's
                 config), stored in every checkpoint; resuming with other values is refused, naming the fields.
+            on_start: called on every rank once the run is set up and checked (folder, resume, batch size), right
+                before the first step (the harness writes config.yaml then).
 
         Raises:
             TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
@@ -269,7 +272,7 @@ class Engine:
         if lock is not None:
             lock.acquire()
         try:
-            return self._fit(task, loop, run_dir, resume, desc, fingerprint)
+            return self._fit(task, loop, run_dir, resume, desc, fingerprint, on_start)
         finally:
             if lock is not None:
                 lock.release()
@@ -282,11 +285,14 @@ class Engine:
         resume: bool,
         desc: str,
         fingerprint: Mapping[str, Any] | None,
+        on_start: Callable[[], None] | None,
     ) -> FitResult:
         run = self._start_run(task, loop, run_dir, desc, fingerprint)
         if resume:
             self._restore(run)
         batches = self._batches(task, loop, run.step * loop.grad_accum, run.dataset)
+        if on_start is not None:
+            on_start()
         bar = tqdm(
             total=loop.max_steps,
             initial=run.step,
@@ -417,13 +423,18 @@ class Engine:
             world_size=self.world_size,
             order=task.batch_order(),
         )
-        batches_per_epoch = len(sampler)
-        if batches_per_epoch <= 0:
+        if len(sampler) <= 0:
             raise ConfigError(
                 f"loop.batch_size={loop.batch_size} x {self.world_size} process(es) exceeds the training set "
                 f"({len(dataset)} samples); lower the batch size"
             )
-        epoch, offset = divmod(micro_step, batches_per_epoch)
+        return self._epochs(task, loop, micro_step, dataset, sampler)
+
+    def _epochs(
+        self, task: Task, loop: LoopConfig, micro_step: int, dataset: Dataset, sampler: GlobalBatchSampler
+    ) -> Iterator[Any]:
+        """The micro-batches of :meth:`_batches`, epoch after epoch (a generator: nothing runs until the first)."""
+        epoch, offset = divmod(micro_step, len(sampler))
         while True:
             sampler.set_epoch(epoch, offset)
             loader = DataLoader(

@@ -45,7 +45,8 @@ class Context(Generic[C]):
         method: the method's name.
         out_dir: the study's output folder (``<out>/<method>`` or ``<out>/<method>/<study>``).
         fingerprint: the config's fields that a result depends on, stored in every checkpoint of :meth:`fit`.
-        on_start: called before each training run (the harness writes config.yaml once the run is known to start).
+        on_start: called when a training run is about to take its first step (the harness writes config.yaml once
+            the run is known to start).
     """
 
     def __init__(
@@ -133,10 +134,10 @@ class Context(Generic[C]):
         loop = dataclasses.replace(loop, seed=self.loop_seed(self.seed if seed is None else seed))
         resume = latest_checkpoint(run_dir / "checkpoints") is not None
         label = desc or " ".join(part for part in (self.unit.name, name, f"seed {self.seed}") if part)
-        if self._on_start is not None:
-            self._on_start()
         fingerprint = {**self._fingerprint, "harness.unit": self.unit.id, "harness.run": name}
-        return self.engine.fit(task, loop, run_dir=run_dir, resume=resume, desc=label, fingerprint=fingerprint)
+        return self.engine.fit(
+            task, loop, run_dir=run_dir, resume=resume, desc=label, fingerprint=fingerprint, on_start=self._on_start
+        )
 
     def loop_seed(self, seed: int) -> int:
         """The seed a training run uses: ``seed`` itself, or mixed with the config's non-zero ``loop.seed`` offsets."""
