@@ -1,9 +1,10 @@
-"""Dense vs SInGE-pruned CPU latency (batch 1 and 64) at 30/50/70 % MACs removed.
+"""Dense vs SInGE-pruned CPU latency (batch 1 and 64) at 30/50/70 % MACs removed, exact and rounded widths.
 
-The two models alternate in shuffled rounds (``frugalvision.harness.timing``); the ratio is the median of the
-per-round ratios pruned/dense, with its interquartile range.
+All models of a target alternate in shuffled rounds (``frugalvision.harness.timing``); each ratio is the median of
+the per-round ratios pruned/dense, with its interquartile range. "round8" keeps channel counts that are multiples
+of 8 (``--multiple``).
 
-Usage: python benchmarks/singe_latency.py [--out runs/bench] [--threads 2] [--depth 8 --width 16] [--rounds 15]
+Usage: python benchmarks/singe_latency.py [--out runs/bench] [--threads 2] [--depth 8 --width 16] [--rounds 41]
 """
 
 from __future__ import annotations
@@ -21,16 +22,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--multiple", type=int, default=8)
     args = parser.parse_args()
-    table = latency_table(Path(args.out), args.depth, args.width, threads=args.threads, rounds=args.rounds)
-    print(f"{table['model']}, {table['threads']} threads, dense {table['dense_macs_m']:.2f} MMACs")
-    print("MACs kept  params kept  ratio b1 [q25, q75]    ratio b64 [q25, q75]")
+    table = latency_table(
+        Path(args.out), args.depth, args.width, threads=args.threads, rounds=args.rounds, multiple=args.multiple
+    )
+    head = f"{table['model']}, {table['threads']} threads, {table['rounds']} rounds"
+    print(f"{head}, dense {table['dense_macs_m']:.2f} MMACs")
+    print("MACs kept  variant  batch  widths                      MACs    params  ratio [q25, q75]")
     for row in table["rows"]:
         assert row["params_frac"] < 1.0, "the pruned model did not shrink"
-        b1 = f"{row['latency_ratio_b1']:.3f} [{row['latency_ratio_q25_b1']:.2f}, {row['latency_ratio_q75_b1']:.2f}]"
-        b64 = f"{row['latency_ratio_b64']:.3f} [{row['latency_ratio_q25_b64']:.2f}, {row['latency_ratio_q75_b64']:.2f}]"
-        print(f"{row['macs_frac']:9.3f}  {row['params_frac']:11.3f}  {b1:<21}  {b64}")
+        ratio = f"{row['latency_ratio']:.3f} [{row['latency_ratio_q25']:.2f}, {row['latency_ratio_q75']:.2f}]"
+        widths = ",".join(str(w) for w in row["widths"])
+        print(
+            f"{row['target_macs_kept']:9.2f}  {row['variant']:<7}  {row['batch']:5d}  {widths:<26}  "
+            f"{row['macs_frac']:.3f}   {row['params_frac']:.3f}   {ratio}"
+        )
     print(f"wrote {Path(args.out) / 'singe_latency.json'}")
 
 

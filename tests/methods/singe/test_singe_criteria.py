@@ -281,22 +281,172 @@ def test_gradient_variation_equals_brute_force_loop(root: str, scope: str, rule:
     torch.testing.assert_close(variants["ig_variation"][root], expected, rtol=1e-4, atol=1e-9)
 
 
-def test_torch_pruning_group_criteria_are_the_shipped_classes() -> None:
-    model = _resnet8()
+# The two groups of a CIFAR ResNet-8 written out by hand (independent of Torch-Pruning's graph): the layers whose output
+# channels the group removes, and the layers whose input channels it removes (BatchNorms listed separately).
+_GROUP_LAYERS = {
+    "stem.0": (["stem.0", "layers.0.conv2"], ["layers.0.conv1", "layers.1.conv1", "layers.1.shortcut.0"]),
+    "layers.1.conv1": (["layers.1.conv1"], ["layers.1.conv2"]),
+}
+_GROUP_NORMS = {"stem.0": ["stem.1", "layers.0.bn2"], "layers.1.conv1": ["layers.1.bn1"]}
+
+
+def _channel_slices(model: nn.Module, root: str) -> list[torch.Tensor]:
+    """Per layer of the group, one row per channel: output filters, then input columns (flattened)."""
+    outs, ins = _GROUP_LAYERS[root]
+    slices = [model.get_submodule(n).weight.detach().flatten(1) for n in outs]
+    return slices + [model.get_submodule(n).weight.detach().transpose(0, 1).flatten(1) for n in ins]
+
+
+def test_fpgm_scores_equal_the_geometric_median_distances_written_out() -> None:
+    """FPGM (He et al. 2019): a channel's score is its summed distance to the other channels of the layer; Torch-
+    Pruning measures the distance between |w|^p rows (not the raw filters) and averages over the group's layers."""
+    model = _resnet8(width=8)
     x, _ = _data()
-    graph = P.build_graph(model, x[:1])
-    groups = P.graph_groups(graph, P.default_ignored(model))
-    for criterion, importance in (
-        ("fpgm_tp", tp.importance.FPGMImportance(p=2, normalizer=None)),
-        ("magnitude_tp", tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)),
-        ("lamp_tp", tp.importance.LAMPImportance(p=2)),
-    ):
-        scores = P.compute_scores(model, x[:1], criterion, []).scores
-        for group in groups:
-            root = graph._module2name[group[0].dep.target.module]
-            torch.testing.assert_close(scores[root].float(), importance(group).float())
-    # magnitude_tp (TP's class) and our group L2 rank the channels identically
-    ours = P.compute_scores(model, x[:1], "l2", []).scores
-    tp_scores = P.compute_scores(model, x[:1], "magnitude_tp", []).scores
-    for root in ours:
-        assert torch.equal(torch.argsort(ours[root]), torch.argsort(tp_scores[root]))
+    scores = P.compute_scores(model, x[:1], "fpgm_tp", []).scores
+    for root in _GROUP_LAYERS:
+        per_layer = []
+        for rows in _channel_slices(model, root):
+            powered = rows.abs().pow(2).double()
+            count = len(powered)
+            distances = [[float((powered[i] - powered[j]).norm()) for j in range(count)] for i in range(count)]
+            per_layer.append(torch.tensor([sum(row) for row in distances], dtype=torch.float64))
+        torch.testing.assert_close(scores[root], torch.stack(per_layer).mean(0), rtol=1e-4, atol=1e-6)
+
+
+def test_lamp_scores_equal_the_lamp_normalisation_written_out() -> None:
+    """LAMP (Lee et al. 2021): s_u / sum of the scores >= s_u, on the group L2 magnitude (sum of squares of the
+    channel's rows in every layer and its BN scale, averaged over the group's layers)."""
+    model = _resnet8(width=8)
+    x, _ = _data()
+    scores = P.compute_scores(model, x[:1], "lamp_tp", []).scores
+    for root in _GROUP_LAYERS:
+        parts = [rows.pow(2).sum(1).double() for rows in _channel_slices(model, root)]
+        parts += [model.get_submodule(n).weight.detach().pow(2).double() for n in _GROUP_NORMS[root]]
+        magnitude = torch.stack(parts).mean(0)
+        expected = torch.tensor([float(m / magnitude[magnitude >= m].sum()) for m in magnitude], dtype=torch.float64)
+        torch.testing.assert_close(scores[root], expected, rtol=1e-4, atol=1e-7)
+        # inside one group LAMP ranks like the magnitude: it matters only for global pruning
+        assert torch.equal(torch.argsort(scores[root]), torch.argsort(magnitude))
+
+
+# ---------------------------------------------------------------------------------------------- K > 1 references
+# The groups of a CIFAR ResNet-8, written out by hand (independent of Torch-Pruning's graph): producer conv -> its BN.
+_PRODUCERS = {
+    "stem.0": {"stem.0": "stem.1", "layers.0.conv2": "layers.0.bn2"},  # stage-1 residual stream
+    "layers.1.conv1": {"layers.1.conv1": "layers.1.bn1"},  # inner channel of block 1
+}
+
+
+def _folded_copy(model: nn.Module) -> nn.Module:
+    """Every conv -> BN pair of the ResNet-8 folded with torch's own ``fuse_conv_bn_eval`` (not our folding)."""
+    folded = copy.deepcopy(model).eval()
+    pairs = [("stem.0", "stem.1")]
+    for index, block in enumerate(folded.layers):
+        pairs += [(f"layers.{index}.conv1", f"layers.{index}.bn1"), (f"layers.{index}.conv2", f"layers.{index}.bn2")]
+        if isinstance(block.shortcut, nn.Sequential):
+            pairs.append((f"layers.{index}.shortcut.0", f"layers.{index}.shortcut.1"))
+    for conv_name, bn_name in pairs:
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
+        for name, replacement in ((conv_name, fused), (bn_name, nn.Identity())):
+            parent, _, attr = name.rpartition(".")
+            setattr(folded.get_submodule(parent), attr, replacement)
+    return folded.requires_grad_(True)
+
+
+def _rows_of(model: nn.Module, producers: list[str], channel: int, grad: bool = False) -> torch.Tensor:
+    """Weight row and bias of one channel in every producer, concatenated (or their gradients)."""
+    parts = []
+    for name in producers:
+        module = model.get_submodule(name)
+        weight, bias = (module.weight.grad, module.bias.grad) if grad else (module.weight, module.bias)
+        parts += [weight[channel].flatten(), bias[channel : channel + 1]]
+    return torch.cat(parts).detach().double()
+
+
+def _weight_path_reference(
+    model: nn.Module, root: str, x: torch.Tensor, y: torch.Tensor, steps: int, rule: str, scope: str, p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ig_norm, taylor_path) by brute force: scale the folded rows of a copy, backward, one point at a time."""
+    folded = _folded_copy(model)
+    producers = list(_PRODUCERS[root])
+    size = folded.get_submodule(producers[0]).out_channels
+    phi = {c: _rows_of(folded, producers, c) for c in range(size)}
+
+    def channel_grads(gate: torch.Tensor) -> dict[int, torch.Tensor]:
+        edited = copy.deepcopy(folded)
+        with torch.no_grad():
+            for name in producers:
+                module = edited.get_submodule(name)
+                module.weight.mul_(gate.view(-1, 1, 1, 1))
+                module.bias.mul_(gate)
+        edited.zero_grad()
+        F.cross_entropy(edited(x), y).backward()
+        return {c: _rows_of(edited, producers, c, grad=True) for c in range(size)}
+
+    points, weights = fn.path_points(steps, rule)  # type: ignore[arg-type]
+    integrated = {c: torch.zeros_like(phi[c]) for c in range(size)}
+    taylor = torch.zeros(size, dtype=torch.float64)
+    for mu, omega in zip(points.tolist(), weights.tolist(), strict=True):
+        layer = channel_grads(torch.full((size,), mu)) if scope == "layer" else None
+        for c in range(size):
+            if layer is None:
+                gate = torch.ones(size)
+                gate[c] = mu
+                grads = channel_grads(gate)[c]
+            else:
+                grads = layer[c]
+            integrated[c] += omega * grads
+            taylor[c] += omega * (mu * phi[c] * grads).abs().pow(p).sum().pow(1.0 / p)
+    ig_norm = torch.stack([(phi[c] * integrated[c]).abs().pow(p).sum().pow(1.0 / p) for c in range(size)])
+    return ig_norm, taylor
+
+
+def _gate_path_reference(model: nn.Module, root: str, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    """Σ_k ω_k |μ_k ∂L/∂g_c(μ_k)| (layer scope, trapezoid) with a gate multiplied after each BN by plain hooks."""
+    sites = list(_PRODUCERS[root].values())
+    size = model.get_submodule(sites[0]).num_features
+    points, weights = fn.path_points(steps, "trapezoid")
+    scores = torch.zeros(size, dtype=torch.float64)
+    for mu, omega in zip(points.tolist(), weights.tolist(), strict=True):
+        gate = torch.full((size,), mu, requires_grad=True)
+        handles = [
+            model.get_submodule(s).register_forward_hook(lambda _m, _i, out, g=gate: out * g.view(1, -1, 1, 1))
+            for s in sites
+        ]
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), [gate])
+        for handle in handles:
+            handle.remove()
+        scores += omega * (mu * grad.double()).abs()
+    return scores
+
+
+@pytest.mark.parametrize(
+    ("root", "scope", "rule", "p", "steps"),
+    [
+        ("stem.0", "layer", "trapezoid", 1.0, 4),
+        ("layers.1.conv1", "layer", "midpoint", 2.0, 3),
+        ("layers.1.conv1", "neuron", "trapezoid", 1.0, 3),
+    ],
+)
+def test_ig_norm_and_taylor_path_at_k_above_one_equal_a_brute_force_loop(
+    root: str, scope: str, rule: str, p: float, steps: int
+) -> None:
+    model = _resnet8(width=4)
+    x, y = _data(8)
+    settings = P.CriterionSettings(steps=steps, rule=rule, scope=scope, p=p)
+    variants, _, _ = P.compute_path_variants(model, x[:2], [(x, y)], settings)
+    ig_norm, taylor = _weight_path_reference(model, root, x, y, steps, rule, scope, p)
+    torch.testing.assert_close(variants["ig_norm"][root], ig_norm, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(variants["taylor_path"][root], taylor, rtol=1e-4, atol=1e-9)
+    # K > 1 is not the K = 1 Taylor criterion: the path changes the ranking input
+    k1 = P.compute_path_variants(model, x[:2], [(x, y)], P.CriterionSettings(steps=1, rule="right", p=p))[0]
+    assert not torch.allclose(k1["taylor_path"][root], taylor, rtol=1e-3)
+
+
+@pytest.mark.parametrize("root", ["stem.0", "layers.1.conv1"])
+def test_gate_taylor_path_at_k_above_one_equals_hooked_gates_on_the_unfolded_model(root: str) -> None:
+    model = _resnet8(width=4)
+    x, y = _data(8)
+    settings = P.CriterionSettings(granularity="gate", steps=4)
+    scores = P.compute_scores(model, x[:2], "taylor_path", [(x, y)], settings).scores
+    torch.testing.assert_close(scores[root], _gate_path_reference(model, root, x, y, 4), rtol=1e-4, atol=1e-9)

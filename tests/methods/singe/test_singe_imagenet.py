@@ -132,7 +132,10 @@ def test_paper_preset_runs_end_to_end_on_the_fixture(tmp_path) -> None:  # noqa:
         "e1_criteria": ("l1", "singe"),
         "k_ablation": (),
         "e2_targets": (0.5,),
+        "flow_targets": (0.5,),
         "e2_criteria": ("l1", "singe"),
+        "voted_baselines": ("l1",),
+        "lr_readings": ("cosine",),
         "rounds": 2,
         "finetune_steps": 2,
         "finetune_batch": 4,
@@ -146,5 +149,5 @@ def test_paper_preset_runs_end_to_end_on_the_fixture(tmp_path) -> None:  # noqa:
         setattr(config, key, value)
     doc = run_experiment(X.EXPERIMENT, config)
     assert doc["dataset"] == "imagenet" and doc["verdict"] in ("supported", "not supported", "inconclusive")
-    model = P.load_pruned(tmp_path / "runs" / "singe" / "runs" / "e2-singe-entwined-0.50-seed0" / "pruned")
+    model = P.load_pruned(tmp_path / "runs" / "singe" / "runs" / "e2-singe-entwined-cosine-0.50-seed0" / "pruned")
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

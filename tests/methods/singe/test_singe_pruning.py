@@ -168,3 +168,78 @@ def test_group_sparse_baseline_uses_group_norm_pruner_within_the_same_budget(mon
         }
     weights = [run.model.layers[0].conv1.weight for run in runs.values()]
     assert not torch.allclose(weights[0], weights[1])  # the regulariser changed the training
+
+
+def test_rounded_counts_are_multiples_under_the_mac_target_and_close_to_it() -> None:
+    model = _model(width=16)
+    x, _ = _data()
+    dense_macs, _ = P.count_macs_params(model, x[:1])
+    sizes = P.group_sizes(model, x[:1])
+    for target in (0.5, 0.3):
+        keep = T.RatioCache(model, x[:1], multiple=8).keep(target)
+        assert all(count % 8 == 0 for count in keep.values())
+        macs = P.macs_with_counts(model, x[:1], keep)
+        assert macs <= target * dense_macs
+        # no group can take one more multiple without passing the target
+        for root, count in keep.items():
+            if count + 8 <= sizes[root]:
+                assert P.macs_with_counts(model, x[:1], {**keep, root: count + 8}) > target * dense_macs
+    assert P.round_counts({"a": 11, "b": 23, "c": 3}, {"a": 16, "b": 32, "c": 4}, 8) == {"a": 8, "b": 24, "c": 3}
+    with pytest.raises(ValueError, match="multiples of 16"):
+        P.rounded_keep_counts(model, x[:1], 0.5, 16)
+
+
+def test_global_ranking_removes_the_globally_lowest_scores_down_to_the_macs() -> None:
+    model = _model(width=8)
+    x, y = _data()
+    scores = P.compute_scores(model, x[:1], "lamp_tp", []).scores
+    dense_macs, _ = P.count_macs_params(model, x[:1])
+    keep = P.global_keep_counts(model, x[:1], scores, 0.5 * dense_macs)
+    sizes = P.group_sizes(model, x[:1])
+    removed = sum(sizes[r] - keep[r] for r in sizes)
+    # brute force: every channel below the removal threshold is gone, every channel above it stays
+    ranked = sorted((float(v), root, i) for root in sizes for i, v in enumerate(scores[root].tolist()))
+    for _, root, _ in ranked[:removed]:
+        assert keep[root] < sizes[root]
+    expected = {root: sizes[root] - sum(1 for _, r, _ in ranked[:removed] if r == root) for root in sizes}
+    assert keep == {root: max(1, count) for root, count in expected.items()}
+    assert P.macs_with_counts(model, x[:1], keep) <= 0.5 * dense_macs
+    fewer = {root: max(1, sizes[root] - sum(1 for _, r, _ in ranked[: removed - 1] if r == root)) for root in sizes}
+    assert P.macs_with_counts(model, x[:1], fewer) > 0.5 * dense_macs  # the fewest removals that reach the target
+    run = T.prune_and_finetune(
+        None, model, x[:1], "lamp_tp", [(x, y)], 0.5, 1, None, T.FinetuneSettings(steps=0), global_ranking=True
+    )
+    assert P.group_sizes(run.model, x[:1]) == keep
+
+
+def test_tensor_images_read_a_batch_at_once_and_equal_the_per_item_path() -> None:
+    from torch.utils.data import DataLoader
+
+    from frugalvision.data.arrays import ArrayDataset, ImageArrays
+    from frugalvision.methods.singe.data import TensorImages, collate_batches
+
+    images = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    arrays = ImageArrays(images, torch.arange(10) % 3, ["a", "b", "c"], "fixture")
+    fast, slow = TensorImages(arrays), ArrayDataset(arrays)
+    order = [[3, 1, 7], [0, 9, 2]]
+    batches = list(DataLoader(fast, batch_sampler=order, collate_fn=collate_batches))
+    reference = list(DataLoader(slow, batch_sampler=order))
+    for (xa, ya), (xb, yb) in zip(batches, reference, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert fast[4][1] == slow[4][1] and torch.equal(fast[4][0], slow[4][0])
+
+
+def test_speed_ratios_time_every_pruned_model_against_the_dense_one() -> None:
+    from frugalvision.methods.singe.bench import speed_ratios
+
+    dense = _model(width=16)
+    x, _ = _data(4)
+    exact = T.prune_and_finetune(None, dense, x[:1], "l1", [], 0.5, 1, None, T.FinetuneSettings(steps=0)).model
+    cache = T.RatioCache(dense, x[:1], multiple=8)
+    rounded = T.prune_and_finetune(
+        None, dense, x[:1], "l1", [], 0.5, 1, None, T.FinetuneSettings(steps=0), ratios=cache
+    ).model
+    measured = speed_ratios(dense, {"exact": exact, "round8": rounded}, x, rounds=3, number=1, warmup=0)
+    assert set(measured) == {"exact", "round8"}
+    for values in measured.values():
+        assert values["latency_ratio_q25"] <= values["latency_ratio"] <= values["latency_ratio_q75"]

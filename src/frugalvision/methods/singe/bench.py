@@ -44,6 +44,55 @@ def _forward(model: nn.Module, inputs: Tensor, number: int) -> Any:
     return run
 
 
+def speed_ratios(
+    dense: nn.Module,
+    pruned: dict[str, nn.Module],
+    inputs: Tensor,
+    threads: int = 1,
+    rounds: int = 15,
+    number: int = 3,
+    warmup: int = 2,
+) -> dict[str, dict[str, float]]:
+    """Latency of each pruned model relative to the dense one, all arms interleaved in shuffled rounds.
+
+    Args:
+        dense: the dense model.
+        pruned: name -> physically pruned model.
+        inputs: one input batch.
+        threads: torch threads while timing.
+        rounds: timed rounds (each times ``number`` forwards of every model, in a shuffled order).
+        number: forwards per timed call.
+        warmup: untimed rounds first.
+
+    Returns:
+        name -> ``dense_ms``, ``pruned_ms`` (medians over rounds, per forward), ``latency_ratio`` (median of the
+        per-round ratios pruned/dense) and its quartiles ``latency_ratio_q25`` / ``latency_ratio_q75``.
+
+    Raises:
+        ValueError: a pruned model has as many parameters as the dense one (a masked, not pruned, model).
+    """
+    dense_params = sum(p.numel() for p in dense.parameters())
+    for name, model in pruned.items():
+        if sum(p.numel() for p in model.parameters()) >= dense_params:
+            raise ValueError(f"pruned model {name!r} is not smaller than the dense one; latency needs removed channels")
+    arms = {"dense": _forward(dense, inputs, number)} | {
+        f"pruned:{k}": _forward(m, inputs, number) for k, m in pruned.items()
+    }
+    with torch_threads(threads):
+        timings = interleaved_timings(arms, rounds=rounds, warmup=warmup)
+    out = {}
+    for name in pruned:
+        ratio = latency_ratio(timings, f"pruned:{name}", "dense")
+        out[name] = {
+            "dense_ms": ratio["reference_ms"] / number,
+            "pruned_ms": ratio["arm_ms"] / number,
+            "latency_ratio": ratio["ratio"],
+            "latency_ratio_q25": ratio["ratio_q25"],
+            "latency_ratio_q75": ratio["ratio_q75"],
+        }
+    return out
+
+
 def speed_ratio(
     dense: nn.Module,
     pruned: nn.Module,
@@ -53,32 +102,8 @@ def speed_ratio(
     number: int = 3,
     warmup: int = 2,
 ) -> dict[str, float]:
-    """Dense and pruned latency (ms per forward, medians over rounds) and the interleaved ratio pruned/dense.
-
-    Args:
-        dense: the dense model.
-        pruned: the physically pruned model.
-        inputs: one input batch.
-        threads: torch threads while timing.
-        rounds: timed rounds (each times ``number`` forwards of each model, in a shuffled order).
-        number: forwards per timed call.
-        warmup: untimed rounds first.
-
-    Raises:
-        ValueError: the pruned model has as many parameters as the dense one (a masked, not pruned, model).
-    """
-    if sum(p.numel() for p in pruned.parameters()) >= sum(p.numel() for p in dense.parameters()):
-        raise ValueError("the pruned model is not smaller than the dense one; latency needs physically pruned layers")
-    arms = {"dense": _forward(dense, inputs, number), "pruned": _forward(pruned, inputs, number)}
-    with torch_threads(threads):
-        ratio = latency_ratio(interleaved_timings(arms, rounds=rounds, warmup=warmup), "pruned", "dense")
-    return {
-        "dense_ms": ratio["reference_ms"] / number,
-        "pruned_ms": ratio["arm_ms"] / number,
-        "latency_ratio": ratio["ratio"],
-        "latency_ratio_q25": ratio["ratio_q25"],
-        "latency_ratio_q75": ratio["ratio_q75"],
-    }
+    """:func:`speed_ratios` for one pruned model."""
+    return speed_ratios(dense, {"pruned": pruned}, inputs, threads, rounds, number, warmup)["pruned"]
 
 
 def latency_table(
@@ -89,12 +114,15 @@ def latency_table(
     targets: tuple[float, ...] = (0.7, 0.5, 0.3),
     batches: tuple[int, ...] = (1, 64),
     threads: int = 2,
-    rounds: int = 15,
+    rounds: int = 41,
+    multiple: int = 8,
 ) -> dict[str, Any]:
     """Latency ratio pruned/dense, parameters and MACs per MAC target of a CIFAR ResNet (random weights).
 
-    The channels are chosen by L1 magnitude; with local pruning every criterion gives the same architecture, so the
-    latency depends on the target only.
+    Each target has two pruned models, timed in the same interleaved rounds as the dense one: exact local pruning
+    and the rounded variant whose channel counts are multiples of ``multiple`` (0: none). The channels are chosen by
+    L1 magnitude; with local pruning every criterion gives the same architecture, so the latency depends on the
+    target only.
     """
     from frugalvision.methods.singe.task import RatioCache
     from frugalvision.nn import cifar_resnet
@@ -102,30 +130,39 @@ def latency_table(
     torch.manual_seed(0)
     dense = cifar_resnet(depth, width, image[0], 10).eval()
     example = torch.zeros(1, *image)
-    ratios = RatioCache(dense, example)
+    variants = {"exact": RatioCache(dense, example)}
+    if multiple > 1:
+        variants[f"round{multiple}"] = RatioCache(dense, example, multiple)
+    scores = P.compute_scores(dense, example, "l1", []).scores
     rows = []
     for target in targets:
-        pruned = copy.deepcopy(dense)
-        P.prune_to_counts(pruned, example, P.compute_scores(pruned, example, "l1", []).scores, ratios.keep(target))
-        macs, params = P.count_macs_params(pruned, example)
-        row: dict[str, Any] = {
-            "target_macs_kept": target,
-            "macs_frac": macs / ratios.dense_macs,
-            "params_frac": params / ratios.dense_params,
-            "macs_m": macs / 1e6,
-            "params_k": params / 1e3,
-        }
+        pruned: dict[str, nn.Module] = {}
+        for variant, ratios in variants.items():
+            model = copy.deepcopy(dense)
+            P.prune_to_counts(model, example, scores, ratios.keep(target))
+            pruned[variant] = model
         for batch in batches:
-            measured = speed_ratio(dense, pruned, torch.randn(batch, *image), threads, rounds)
-            row.update({f"{key}_b{batch}": value for key, value in measured.items()})
-        rows.append(row)
+            measured = speed_ratios(dense, pruned, torch.randn(batch, *image), threads, rounds)
+            for variant, model in pruned.items():
+                macs, params = P.count_macs_params(model, example)
+                row: dict[str, Any] = {
+                    "target_macs_kept": target,
+                    "variant": variant,
+                    "batch": batch,
+                    "widths": sorted(P.group_sizes(model, example).values()),
+                    "macs_frac": macs / variants["exact"].dense_macs,
+                    "params_frac": params / variants["exact"].dense_params,
+                    **measured[variant],
+                }
+                rows.append(row)
     result = {
         "model": f"cifar_resnet depth={depth} width={width}",
         "input": list(image),
         "threads": threads,
-        "timer": "interleaved rounds, median of per-round ratios (frugalvision.harness.timing)",
-        "dense_macs_m": ratios.dense_macs / 1e6,
-        "dense_params_k": ratios.dense_params / 1e3,
+        "rounds": rounds,
+        "timer": "arms interleaved in shuffled rounds, median of per-round ratios (frugalvision.harness.timing)",
+        "dense_macs_m": variants["exact"].dense_macs / 1e6,
+        "dense_params_k": variants["exact"].dense_params / 1e3,
         "rows": rows,
     }
     if out_dir is not None:

@@ -1,6 +1,6 @@
 """SInGE experiment configuration and presets.
 
-Smoke: seconds; standard: <= 3 minutes on 2 cores; extended: about 10 minutes; paper and paper_cifar10: GPUs.
+Smoke: seconds; standard: <= 2 minutes on 2 cores; extended: <= 10 minutes; paper and paper_cifar10: GPUs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ CRITERIA = (
     "oracle",
 )
 PATH_CRITERIA = ("ig_norm", "taylor_path", "ig_signed", "ig_variation")
+#: the Torch-Pruning baselines the criterion claim is voted against (issue 18: L1, Taylor, FPGM, LAMP)
+VOTED_BASELINES = ("l1", "taylor_tp", "fpgm_tp", "lamp_tp")
+LR_READINGS = ("cosine", "restarts")
 
 
 @dataclass
@@ -93,6 +96,10 @@ class SingeConfig(RunConfig):
         val_size: validation images (disjoint; used by the variant study only).
         test_size: test images (stratified subset of the test file).
         augment: random crop (padding 4) and horizontal flip during training (CIFAR).
+        dense_seed: one dense model for every seed, trained with this seed on the data split it fixes (the seeds
+            then vary the calibration set and the fine-tuning order); None: one dense model per seed, each on the
+            seed's own split.
+        dense_min_top1: the dense model must reach this test top-1 (and 2 x chance) before the claim is judged.
         dense_steps: dense training steps (SGD, Nesterov, cosine).
         dense_batch: dense training batch size.
         dense_lr: dense training peak LR.
@@ -100,9 +107,16 @@ class SingeConfig(RunConfig):
         targets: MAC fractions kept in E1 (criterion quality without fine-tuning).
         e1_criteria: E1 rows ("singe" is the configured SInGE criterion).
         k_ablation: K values of the ablation (E1 at the first target); empty disables.
-        e2_targets: MAC fractions kept in E2 (fine-tuning at equal budget).
-        e2_target: the E2 target the verdict uses (one of ``e2_targets``).
-        e2_criteria: E2 criteria (each run one-shot and entwined).
+        e2_targets: MAC fractions kept in E2 (one-shot pruning + the short fine-tuning, every E2 criterion).
+        e2_criteria: E2 criteria (one-shot, then ``finetune_steps`` of fine-tuning).
+        voted_baselines: baselines the criterion claim compares SInGE with (in E1 and E2; Torch-Pruning's L1,
+            Taylor, FPGM and LAMP by default).
+        global_criteria: criteria ranked globally (all groups together, pruned to the same MACs by bisection):
+            LAMP's scores are built for it; every other criterion prunes locally.
+        flow_targets: MAC fractions where SInGE also runs entwined (the flowchart claim; a subset of e2_targets).
+        lr_readings: learning-rate readings of the entwined schedule, each a row: "cosine" (one cosine over all F
+            steps) and/or "restarts" (one cosine per round); the flowchart claim takes the better one at alpha / k.
+        e2_target: the target whose SInGE entwined model is saved and timed (E3); one of ``flow_targets``.
         sparse_steps: steps of group-sparse training (Torch-Pruning ``GroupNormPruner``) before the DepGraph
             baseline prunes, taken out of the same ``finetune_steps`` budget; 0 drops that row.
         sparse_reg: ``GroupNormPruner`` regularisation coefficient.
@@ -110,8 +124,9 @@ class SingeConfig(RunConfig):
         finetune_steps: total fine-tuning steps F (same for every schedule).
         finetune_batch: fine-tuning batch size.
         finetune_lr: fine-tuning peak LR (one cosine over F).
-        lr_restarts: variant: a cosine per entwined round instead of one over F (not the default).
         latency: measure CPU latency of the pruned vs dense model (E3).
+        latency_multiple: the E3 rounded variant keeps channel counts that are multiples of this (0: no rounded
+            variant); E2 also fine-tunes SInGE with it at ``e2_target`` (accuracy of the rounded model).
         latency_threads: torch threads of the latency measurement.
         latency_rounds: interleaved timing rounds of the latency measurement (dense and pruned alternate).
         latency_batches: batch sizes of the latency measurement.
@@ -137,24 +152,41 @@ class SingeConfig(RunConfig):
     val_size: int = 2000
     test_size: int = 3000
     augment: bool = False
+    dense_seed: int | None = None
+    dense_min_top1: float = 0.0
     dense_steps: int = 140
     dense_batch: int = 128
     dense_lr: float = 0.1
     calibration: int = 256
     targets: tuple[float, ...] = (0.7, 0.5, 0.3)
-    e1_criteria: tuple[str, ...] = ("random", "l1", "l2", "bn_scale", "taylor_tp", "singe", "taylor_path", "oracle")
+    e1_criteria: tuple[str, ...] = (
+        "random",
+        "l1",
+        "l2",
+        "bn_scale",
+        "taylor_tp",
+        "fpgm_tp",
+        "lamp_tp",
+        "singe",
+        "taylor_path",
+        "oracle",
+    )
     k_ablation: tuple[int, ...] = (1, 4, 8, 16, 32)
     e2_targets: tuple[float, ...] = (0.7, 0.5, 0.3)
+    e2_criteria: tuple[str, ...] = ("l1", "taylor_tp", "fpgm_tp", "lamp_tp", "singe")
+    voted_baselines: tuple[str, ...] = VOTED_BASELINES
+    global_criteria: tuple[str, ...] = ("lamp_tp",)
+    flow_targets: tuple[float, ...] = (0.5,)
+    lr_readings: tuple[str, ...] = LR_READINGS
     e2_target: float = 0.5
-    e2_criteria: tuple[str, ...] = ("l1", "taylor_tp", "singe")
     sparse_steps: int = 50
     sparse_reg: float = 5e-4
     rounds: int = 5
     finetune_steps: int = 150
     finetune_batch: int = 64
     finetune_lr: float = 0.02
-    lr_restarts: bool = False
     latency: bool = True
+    latency_multiple: int = 8
     latency_threads: int = 2
     latency_rounds: int = 15
     latency_batches: tuple[int, ...] = (1, 64)
@@ -207,8 +239,14 @@ class SingeConfig(RunConfig):
                 raise ConfigError(f"{name}={getattr(self, name)} is invalid; MAC fractions kept must be in (0, 1)")
         if not all(0.0 < t < 1.0 for t in self.e2_targets):
             raise ConfigError(f"e2_targets={self.e2_targets} is invalid; MAC fractions kept must be in (0, 1)")
-        if self.e2_target not in self.e2_targets:
-            raise ConfigError(f"e2_target={self.e2_target} is not in e2_targets={self.e2_targets}; add it there")
+        if not set(self.flow_targets) <= set(self.e2_targets):
+            raise ConfigError(f"flow_targets={self.flow_targets} must be among e2_targets={self.e2_targets}")
+        if self.e2_target not in self.flow_targets:
+            raise ConfigError(f"e2_target={self.e2_target} is not in flow_targets={self.flow_targets}; add it there")
+        if not self.lr_readings or not set(self.lr_readings) <= set(LR_READINGS):
+            raise ConfigError(f"lr_readings={self.lr_readings} is invalid; use some of {', '.join(LR_READINGS)}")
+        if self.latency_multiple < 0 or self.dense_min_top1 < 0:
+            raise ConfigError("latency_multiple and dense_min_top1 must be >= 0")
         if self.sparse_steps < 0 or self.sparse_steps > self.finetune_steps:
             raise ConfigError(
                 f"sparse_steps={self.sparse_steps} is invalid; use 0..finetune_steps "
@@ -223,8 +261,16 @@ class SingeConfig(RunConfig):
             bad = [c for c in getattr(self, name) if c not in allowed]
             if bad:
                 raise ConfigError(f"{name} has unknown criteria {bad}; choose among {', '.join(sorted(allowed))}")
-        if "singe" not in self.e2_criteria or not ({"l1", "taylor_tp"} & set(self.e2_criteria)):
-            raise ConfigError("e2_criteria must contain singe and one of l1, taylor_tp (the verdict uses them)")
+        voted = set(self.voted_baselines)
+        if not voted or not voted <= set(VOTED_BASELINES):
+            raise ConfigError(f"voted_baselines={self.voted_baselines} is invalid; use some of {VOTED_BASELINES}")
+        for name in ("e1_criteria", "e2_criteria"):
+            missing = sorted(({"singe"} | voted) - set(getattr(self, name)))
+            if missing:
+                raise ConfigError(f"{name} lacks {missing}; the verdict compares singe with the voted baselines")
+        bad_global = [c for c in self.global_criteria if c not in CRITERIA]
+        if bad_global:
+            raise ConfigError(f"global_criteria has unknown criteria {bad_global}; e.g. lamp_tp")
         for candidate in self.study_criteria:
             parts = candidate.split("/")
             if len(parts) != 3:
@@ -236,30 +282,64 @@ class SingeConfig(RunConfig):
             raise ConfigError("val_size must be > 0 for --study variants; pass --val-size 2000")
 
 
-# E1 rows of the CPU presets (every baseline, both SInGE candidates, the literal reading, the oracle).
-E1_ALL = ("random", "l1", "l2", "bn_scale", "taylor_tp", "fpgm_tp", "singe", "taylor_path", "ig_variation", "oracle")
+# E1 rows of the CPU presets: the voted baselines, random, SInGE and the exact leave-one-out oracle (reference).
+E1_CPU = ("random", "l1", "taylor_tp", "fpgm_tp", "lamp_tp", "singe", "oracle")
+
+
+def extended() -> SingeConfig:
+    """<= 10 minutes on 2 CPU cores: one dense ResNet-8 trained once on the full 60k Fashion-MNIST (14x14), cached.
+
+    Three seeds (calibration sets and fine-tuning orders) on the full 10k test set: E1 (one-shot, BatchNorm
+    re-estimated, no fine-tuning) and E2 (one-shot + a short fine-tuning of 100 steps of 64 images, 3.6 % of the
+    dense training's images) at 30/50/70 % MACs removed for SInGE and Torch-Pruning's L1, Taylor, FPGM and LAMP
+    (global); SInGE entwined under both learning-rate readings at 50 %; E3 latency with and without channel
+    rounding.
+    """
+    return SingeConfig(
+        preset="extended",
+        threads=2,
+        image_size=14,
+        train_size=60000,
+        val_size=0,
+        test_size=10000,
+        dense_seed=0,
+        dense_min_top1=0.85,
+        dense_steps=1400,
+        calibration=256,
+        e1_criteria=E1_CPU,
+        k_ablation=(),
+        e2_targets=(0.7, 0.5, 0.3),
+        flow_targets=(0.5,),
+        rounds=4,
+        finetune_steps=100,
+        sparse_steps=0,
+        latency_size=28,
+        latency_rounds=30,
+    )
 
 
 def standard() -> SingeConfig:
-    """<= 3 minutes on 2 CPU cores: ResNet-8 width 16 on 14x14 Fashion-MNIST, 3 seeds, E2 at 50 % MACs removed."""
-    return SingeConfig(
+    """<= 2 minutes on 2 CPU cores: the extended design scaled down, 3 seeds.
+
+    One dense model on 12,000 images, 2,000 test images, E1 and E2 at 50 % MACs removed; its validation split
+    serves ``--study variants``.
+    """
+    return dataclasses.replace(
+        extended(),
         preset="standard",
-        threads=2,
-        image_size=14,
-        train_size=4000,
-        val_size=1000,
-        test_size=1000,
-        dense_steps=90,
+        train_size=12000,
+        val_size=2000,
+        test_size=2000,
+        dense_min_top1=0.0,
+        dense_steps=280,
         calibration=128,
-        e1_criteria=E1_ALL,
-        k_ablation=(1, 4),
+        targets=(0.5,),
+        e1_criteria=E1_CPU[:-1],
         e2_targets=(0.5,),
         rounds=3,
-        finetune_steps=48,
-        sparse_steps=12,
+        finetune_steps=60,
         study_steps=(1, 4, 8),
-        latency_size=28,
-        latency_rounds=9,
+        latency_rounds=15,
     )
 
 
@@ -278,7 +358,9 @@ def smoke() -> SingeConfig:
         dense_batch=64,
         calibration=64,
         singe=SingeCriterion(steps=2),
-        targets=(0.5,),
+        e1_criteria=E1_CPU,
+        voted_baselines=("l1", "lamp_tp"),
+        e2_criteria=("l1", "lamp_tp", "singe"),
         k_ablation=(1, 2),
         rounds=2,
         finetune_steps=20,
@@ -289,16 +371,7 @@ def smoke() -> SingeConfig:
         latency_threads=1,
         latency_size=0,
         latency_rounds=3,
-    )
-
-
-def extended() -> SingeConfig:
-    """6-10 minutes on 2 CPU cores: the standard preset with E2 at all three targets (30/50/70 % removed), 5 seeds.
-
-    The dense models of seeds 0-2 are the standard preset's (same cache key), so they are not trained again.
-    """
-    return dataclasses.replace(
-        standard(), preset="extended", seeds=(0, 1, 2, 3, 4), e2_targets=(0.7, 0.5, 0.3), latency_rounds=15
+        latency_multiple=4,
     )
 
 
@@ -324,9 +397,11 @@ def paper() -> SingeConfig:
         dense_lr=0.1,
         calibration=10000,
         targets=(0.5, 0.3),
-        e1_criteria=("random", "l1", "l2", "bn_scale", "taylor_tp", "fpgm_tp", "singe", "taylor_path"),
+        dense_seed=0,
+        e1_criteria=("random", "l1", "l2", "bn_scale", "taylor_tp", "fpgm_tp", "lamp_tp", "singe", "taylor_path"),
         k_ablation=(1, 8),
         e2_targets=(0.5, 0.3),
+        flow_targets=(0.5, 0.3),
         e2_target=0.5,
         rounds=8,
         finetune_steps=150_000,
@@ -354,12 +429,15 @@ def paper_cifar10() -> SingeConfig:
         val_size=5000,
         test_size=10000,
         augment=True,
+        dense_seed=0,
+        e1_criteria=(*E1_CPU, "taylor_path"),
         dense_steps=70000,
         dense_batch=128,
         dense_lr=0.1,
         calibration=4096,
         targets=(0.5, 0.3),
         e2_targets=(0.5, 0.3),
+        flow_targets=(0.5, 0.3),
         e2_target=0.5,
         rounds=8,
         finetune_steps=35000,

@@ -7,15 +7,16 @@ a test split.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, default_collate
 
 from frugalvision.data.arrays import ArrayDataset, ImageArrays
 from frugalvision.data.folders import ImageFolderDataset
@@ -62,6 +63,47 @@ def load_split(dataset: str, root: str | None, train: bool) -> tuple[str, ImageA
         return "cifar10", load_cifar10_binary(root, train)
     source = available_default_source(root) if dataset == "auto" else dataset
     return source, load_source(source, root=root, train=train)
+
+
+class Batch(tuple):
+    """An (images, labels) pair that is already a batch (what :meth:`TensorImages.__getitems__` returns)."""
+
+
+def collate_batches(items: Any) -> Any:
+    """Collate for the loaders of this method: a :class:`Batch` passes through, a list of samples is stacked."""
+    return tuple(items) if isinstance(items, Batch) else default_collate(items)
+
+
+class TensorImages(Dataset):
+    """An in-memory image set as one float tensor in [0, 1], read a whole batch at a time.
+
+    PyTorch's DataLoader calls ``__getitems__`` with the batch's indices, so a batch is one tensor index instead of
+    one Python call per image (pair it with :func:`collate_batches`). ``dataset[i]`` gives what ``ArrayDataset``
+    gives.
+
+    Args:
+        arrays: the images (uint8) and labels.
+    """
+
+    def __init__(self, arrays: ImageArrays) -> None:
+        self.images = arrays.images.float().div_(255.0)
+        self.labels = arrays.labels.long()
+        self.classes = list(arrays.classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return Batch((self.images[index], self.labels[index]))
+
+    @property
+    def targets(self) -> Tensor:
+        """Labels of all items."""
+        return self.labels
 
 
 def augment_crop_flip(image: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -135,13 +177,13 @@ def array_splits(
     train = _resize(train_full.subset(train_idx), image_size)
     val = _resize(train_full.subset(val_idx), image_size) if len(val_idx) else None
     test = _resize(test_full.subset(test_idx), image_size)
-    plain = ArrayDataset(train)
+    plain = TensorImages(train)
     return Splits(
         source,
-        _Augmented(plain) if augment else plain,
+        _Augmented(ArrayDataset(train)) if augment else plain,
         plain,
-        ArrayDataset(val) if val else None,
-        ArrayDataset(test),
+        TensorImages(val) if val else None,
+        TensorImages(test),
         train.image_shape,
         train.num_classes,
         int(train.labels[:64].sum()),

@@ -359,6 +359,105 @@ def keep_counts(dense_sizes: dict[str, int], ratio: float) -> dict[str, int]:
     return {root: max(1, round((1.0 - ratio) * size)) for root, size in dense_sizes.items()}
 
 
+def macs_with_counts(dense: nn.Module, example_inputs: Tensor, keep: dict[str, int]) -> float:
+    """MACs of the dense model with ``keep[root]`` channels left in each group (architecture only)."""
+    pruned = copy.deepcopy(dense)
+    prune_to_counts(pruned, example_inputs, None, keep)
+    return count_macs_params(pruned, example_inputs)[0]
+
+
+def round_counts(keep: dict[str, int], sizes: dict[str, int], multiple: int) -> dict[str, int]:
+    """Each count rounded to the nearest multiple of ``multiple`` (Torch-Pruning's ``round_to``).
+
+    At least one multiple, at most the group size; a group smaller than ``multiple`` keeps its count.
+    """
+    return {
+        root: min(sizes[root], max(multiple, multiple * round(keep[root] / multiple)))
+        if sizes[root] >= multiple
+        else keep[root]
+        for root in keep
+    }
+
+
+def rounded_keep_counts(
+    dense: nn.Module, example_inputs: Tensor, target: float, multiple: int, iterations: int = 14
+) -> dict[str, int]:
+    """Channels kept per group, each a multiple of ``multiple``, with MACs at most ``target`` × dense MACs.
+
+    Hardware-friendly widths: odd channel counts run slowly on CPUs and GPUs. First the smallest channel ratio whose
+    local counts, rounded to the nearest multiple (:func:`round_counts`), meet the target (bisection); then, while a
+    group can grow by one multiple without passing the target, the group with the smallest kept fraction grows
+    (ties: the larger MACs), so the fractions stay as even as local pruning's and the MACs end close to the target.
+
+    Raises:
+        ValueError: even one multiple per group exceeds the target.
+    """
+    sizes = group_sizes(dense, example_inputs)
+    limit = target * count_macs_params(dense, example_inputs)[0]
+
+    def at(ratio: float) -> dict[str, int]:
+        return round_counts(keep_counts(sizes, ratio), sizes, multiple)
+
+    if macs_with_counts(dense, example_inputs, at(1.0)) > limit:
+        raise ValueError(
+            f"channel multiples of {multiple} cannot reach {target:.3f} of the dense MACs; use a smaller multiple"
+        )
+    low, high = 0.0, 1.0
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        low, high = (low, mid) if macs_with_counts(dense, example_inputs, at(mid)) <= limit else (mid, high)
+    keep = at(high)
+    while True:
+        options = []
+        for root, size in sizes.items():
+            if size >= multiple and keep[root] + multiple <= size:
+                macs = macs_with_counts(dense, example_inputs, {**keep, root: keep[root] + multiple})
+                if macs <= limit:
+                    options.append((keep[root] / size, -macs, root))
+        if not options:
+            return keep
+        keep[min(options)[2]] += multiple
+
+
+def global_keep_counts(
+    model: nn.Module,
+    example_inputs: Tensor,
+    scores: dict[str, Tensor],
+    max_macs: float,
+    ignored: Sequence[nn.Module] | None = None,
+) -> dict[str, int]:
+    """Channels kept per group under a global ranking, with the fewest removals that bring MACs to ``max_macs``.
+
+    All channels of all groups are ranked by score (ascending; ties by group name, then channel); the ``n`` lowest
+    are removed (every group keeps at least one channel), ``n`` found by bisection on the pruned copy's MACs. The
+    scores must be comparable across groups (e.g. LAMP's normalised scores).
+    """
+    sizes = group_sizes(model, example_inputs, ignored)
+    ranked = sorted((float(v), root, i) for root in sizes for i, v in enumerate(scores[root].tolist()))
+
+    def counts(n: int) -> dict[str, int]:
+        removed: dict[str, int] = {}
+        for _, root, _ in ranked[:n]:
+            removed[root] = removed.get(root, 0) + 1
+        return {root: max(1, size - removed.get(root, 0)) for root, size in sizes.items()}
+
+    def macs(n: int) -> float:
+        pruned = copy.deepcopy(model)
+        prune_to_counts(pruned, example_inputs, scores, counts(n), ignored)
+        return count_macs_params(pruned, example_inputs)[0]
+
+    low, high = 0, len(ranked)
+    if macs(high) > max_macs:
+        raise ValueError(f"no global pruning reaches {max_macs:.4g} MACs; lower the target's reduction")
+    while low < high:
+        mid = (low + high) // 2
+        if macs(mid) <= max_macs:
+            high = mid
+        else:
+            low = mid + 1
+    return counts(high)
+
+
 def prune_to_counts(
     model: nn.Module,
     example_inputs: Tensor,
@@ -408,9 +507,7 @@ def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[float, 
 
 def macs_at_ratio(dense: nn.Module, example_inputs: Tensor, ratio: float) -> float:
     """MACs of the dense model after local pruning of ``ratio`` of every group (architecture only)."""
-    copy_model = copy.deepcopy(dense)
-    prune_to_counts(copy_model, example_inputs, None, keep_counts(group_sizes(dense, example_inputs), ratio))
-    return count_macs_params(copy_model, example_inputs)[0]
+    return macs_with_counts(dense, example_inputs, keep_counts(group_sizes(dense, example_inputs), ratio))
 
 
 def ratio_for_macs(dense: nn.Module, example_inputs: Tensor, target: float, iterations: int = 14) -> float:

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from frugalvision.engine import Engine, LoopConfig, Task, warmup_cosine_lr
 from frugalvision.methods.singe import pruning as P
+from frugalvision.methods.singe.data import collate_batches
 from frugalvision.methods.singe.functional import Batches
 from frugalvision.seeding import derive_seed
 
@@ -138,6 +139,10 @@ class FinetuneTask(Task):
         """Continue the global data stream at this slice's offset."""
         return stream_order(len(self.train_set), self.batch_size, self.seed, self.offset)
 
+    def collate(self) -> Callable[[Any], Any]:
+        """Whole batches from in-memory image sets pass through; other datasets are stacked as usual."""
+        return collate_batches
+
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy on one batch; records the LR actually used."""
         if self._optimizer is not None:
@@ -256,24 +261,36 @@ class PruneRun:
     passes: int = 0
 
 
-_RATIO_MEMO: dict[tuple, float] = {}
+_KEEP_MEMO: dict[tuple, dict[str, int]] = {}
 
 
 class RatioCache:
-    """Channel ratio reaching each MAC fraction of a dense architecture (bisection once per architecture and target)."""
+    """Channel ratio reaching each MAC fraction of a dense architecture (bisection once per architecture and target).
 
-    def __init__(self, dense: nn.Module, example_inputs: Tensor) -> None:
+    Args:
+        dense: the dense model.
+        example_inputs: an input batch for tracing.
+        multiple: every kept channel count a multiple of it (1: exact local pruning; see ``P.rounded_keep_counts``).
+    """
+
+    def __init__(self, dense: nn.Module, example_inputs: Tensor, multiple: int = 1) -> None:
         self.dense = copy.deepcopy(dense).eval()
         self.example_inputs = example_inputs
+        self.multiple = multiple
         self.sizes = P.group_sizes(self.dense, example_inputs)
         self.dense_macs, self.dense_params = P.count_macs_params(self.dense, example_inputs)
 
     def keep(self, target: float) -> dict[str, int]:
         """Channels to keep per group at a MAC fraction ``target``."""
-        key = (tuple(sorted(self.sizes.items())), tuple(self.example_inputs.shape), self.dense_macs, round(target, 6))
-        if key not in _RATIO_MEMO:
-            _RATIO_MEMO[key] = P.ratio_for_macs(self.dense, self.example_inputs, target)
-        return P.keep_counts(self.sizes, _RATIO_MEMO[key])
+        shape = tuple(self.example_inputs.shape)
+        key = (tuple(sorted(self.sizes.items())), shape, self.dense_macs, round(target, 6), self.multiple)
+        if key not in _KEEP_MEMO:
+            if self.multiple > 1:
+                _KEEP_MEMO[key] = P.rounded_keep_counts(self.dense, self.example_inputs, target, self.multiple)
+            else:
+                ratio = P.ratio_for_macs(self.dense, self.example_inputs, target)
+                _KEEP_MEMO[key] = P.keep_counts(self.sizes, ratio)
+        return dict(_KEEP_MEMO[key])
 
 
 def prune_and_finetune(
@@ -289,13 +306,15 @@ def prune_and_finetune(
     criterion_settings: P.CriterionSettings | None = None,
     seed: int = 0,
     ratios: RatioCache | None = None,
+    global_ranking: bool = False,
 ) -> PruneRun:
     """Entwined pruning (rounds > 1) or prune-once-then-fine-tune (rounds = 1) to a MAC fraction ``target``.
 
     Round t prunes to ρ_t = 1 − (1 − target)·t/T of the dense MACs (local: the same channel fraction of every
-    group), scoring the current model, then fine-tunes F/T steps; the LR follows one cosine over all F steps, so
-    every schedule gets the same budget and LR trajectory. ``trainer=None`` or ``settings.steps=0`` skips training;
-    round t trains as the run ``round<t>``.
+    group; ``global_ranking``: the globally lowest scores, see ``P.global_keep_counts``), scoring the current model,
+    then fine-tunes F/T steps; the LR follows one cosine over all F steps (``settings.restart``: one cosine per
+    round), so every schedule gets the same budget. ``trainer=None`` or ``settings.steps=0`` skips training; round t
+    trains as the run ``round<t>``.
     """
     ratios = ratios or RatioCache(dense, example_inputs)
     model = copy.deepcopy(dense).eval()
@@ -311,7 +330,11 @@ def prune_and_finetune(
             criterion_settings,
             seed=derive_seed(seed, "random-criterion", t),
         )
-        run.history += P.prune_to_counts(model, example_inputs, result.scores, ratios.keep(rho))
+        if global_ranking:
+            keep = P.global_keep_counts(model, example_inputs, result.scores, rho * ratios.dense_macs)
+        else:
+            keep = ratios.keep(rho)
+        run.history += P.prune_to_counts(model, example_inputs, result.scores, keep)
         macs, params = P.count_macs_params(model, example_inputs)
         run.criterion_s += result.seconds
         run.passes += result.passes
@@ -409,6 +432,14 @@ def sparse_then_prune(
     )
     model.eval()
     return run
+
+
+class EvalTask(Task):
+    """Top-1 and NLL evaluation (the engine's defaults) with this method's batch collate."""
+
+    def collate(self) -> Callable[[Any], Any]:
+        """See :meth:`FinetuneTask.collate`."""
+        return collate_batches
 
 
 @torch.no_grad()
