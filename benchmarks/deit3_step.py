@@ -1,17 +1,18 @@
-"""DeiT III benchmark: our training step vs timm's plain ViT, and batched 3-Augment vs a per-image PIL pipeline.
+"""DeiT III benchmark: our training step vs timm's ``deit3_*`` model doing the same recipe work, and the data pipeline.
 
-Run: ``python benchmarks/deit3_step.py [out_dir]`` (writes ``deit3_benchmark.json``). Both comparisons run in one
-process, interleaved, and report medians, so that the ratios are robust to a shared, noisy machine.
+Run: ``python benchmarks/deit3_step.py [out_dir]`` (writes ``deit3_benchmark.json``) or ``frugal bench --methods
+deit3``. Arms run in one process, interleaved in shuffled rounds (``frugalvision.harness.interleaved_timings``); each
+ratio is the median of the per-round ratios, with its interquartile range.
 
-1. Train step (standard preset size: 28 px, patch 7, width 64, depth 6, batch 64): our DeiT III ViT (LayerScale,
-   uniform drop-path 0.05, class token without position, LAMB, BCE on binarised Mixup/CutMix targets) against timm's
-   ``VisionTransformer`` of the same size (no LayerScale, no drop-path, AdamW, cross-entropy). Ratio = our
-   images/s over timm's; the goal is >= 1.0 (the recipe adds no overhead per step).
-   Breakdown: the same recipe step with AdamW instead of LAMB, our model alone (AdamW + CE), and timm's plain ViT
-   with LAMB + CE, to separate the model's cost from the recipe's (LAMB, Mixup/CutMix, BCE).
+1. Train step, at two sizes: the toy presets' ViT (28 px, patch 7, width 64, depth 6, batch 64) and ViT-S/16 at
+   224 px (batch 8). Peer: ``timm.create_model("deit3_small_patch16_224", ...)`` at the same size, LayerScale init
+   1e-4 and our weights loaded into it (the logits are checked equal), with uniform drop-path 0.05 set on its timm
+   ``DropPath`` modules. Both arms do the same recipe work per step: Mixup/CutMix (flipped pairing), the model, BCE on
+   binarised targets, backward, timm LAMB. The only difference is our blocks (LayerScale folded into the branch's
+   last Linear, stochastic depth that skips dropped samples). ``time_ratio`` = our step time / timm's (< 1: faster).
 2. Data pipeline: our batched 3-Augment (RRC + flip, one of grayscale/solarize/blur, colour jitter, normalise) on a
-   uint8 batch, against the official-style per-image pipeline built from torchvision's PIL transforms (timm has no
-   3-Augment policy), single process. Images/s of each.
+   uint8 batch, against the official-style per-image pipeline of torchvision's PIL transforms (timm has no 3-Augment
+   policy), single process, at 28 and 224 px.
 """
 
 from __future__ import annotations
@@ -22,113 +23,82 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from timm.models.vision_transformer import VisionTransformer
 from torchvision import transforms as T
 
 from frugalvision.harness import interleaved_timings, latency_ratio
-from frugalvision.methods.deit3.config import standard
+from frugalvision.methods.deit3.config import OFFICIAL_BLUR_SIGMA, StageConfig
 from frugalvision.methods.deit3.losses import mix_batch, mixed_bce_loss
+from frugalvision.methods.deit3.model import build_vit, set_drop_path
 from frugalvision.methods.deit3.optim import build_optimizer
-from frugalvision.methods.deit3.task import IMAGENET_MEAN, IMAGENET_STD, Deit3Collate, build_model
+from frugalvision.methods.deit3.task import IMAGENET_MEAN, IMAGENET_STD, Deit3Collate
+
+#: size name -> (image size, patch, width, depth, heads, batch, rounds)
+SIZES = {"toy_28px": (28, 7, 64, 6, 4, 64, 15), "vit_s_224px": (224, 16, 384, 12, 6, 8, 5)}
+DROP_PATH, LAYER_SCALE, CLASSES = 0.05, 1e-4, 10
 
 
-def _repeat(fn: Callable[[], Any], repeats: int) -> Callable[[], None]:
-    def run() -> None:
-        for _ in range(repeats):
-            fn()
-
-    return run
-
-
-def train_step_ratio(batch: int = 64, rounds: int = 7, steps: int = 8) -> dict[str, Any]:
-    """Images/s of our DeiT III step and of timm's plain ViT step (interleaved rounds, medians), with a breakdown.
-
-    Steps timed: ``ours`` (LAMB, Mixup/CutMix, BCE, LayerScale, uniform drop-path 0.05), ``ours_adamw`` (the same
-    step with timm's AdamW instead of LAMB), ``ours_model_only`` (our model with torch AdamW + CE), ``timm_lamb``
-    (timm's plain ViT with LAMB + CE) and the reference ``timm`` (plain ViT, torch AdamW, CE).
-    """
-    config = standard()
-    stage = config.deit3.finetune  # full resolution (28 px), the size timm's model is built at
-    assert stage is not None
-    stage = type(stage)(**{**stage.__dict__, "drop_path": 0.05})
-    m = config.model
-
-    def ref_vit() -> VisionTransformer:
-        return VisionTransformer(
-            img_size=stage.img_size,
-            patch_size=m.patch_size,
-            in_chans=3,
-            num_classes=10,
-            embed_dim=m.embed_dim,
-            depth=m.depth,
-            num_heads=m.num_heads,
-        )
-
-    x = torch.rand(batch, 3, stage.img_size, stage.img_size)
-    y = torch.randint(0, 10, (batch,))
-
-    def recipe_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
-        def step() -> None:
-            mixed = mix_batch(x, y, 10)
-            loss = mixed_bce_loss(model(mixed.inputs), mixed.targets)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return step
-
-    def ce_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
-        def step() -> None:
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return step
-
-    steps_fns: dict[str, Callable[[], None]] = {}
-    ours = build_model(config.model, config.deit3, stage, 10, 3)
-    steps_fns["ours"] = recipe_step(ours, build_optimizer(ours, "lamb", lr=1e-3, weight_decay=0.05))
-    ref = ref_vit()
-    steps_fns["timm"] = ce_step(ref, torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.05))
-    ours_adamw = build_model(config.model, config.deit3, stage, 10, 3)
-    steps_fns["ours_adamw"] = recipe_step(ours_adamw, build_optimizer(ours_adamw, "adamw", lr=1e-3, weight_decay=0.05))
-    arch = build_model(config.model, config.deit3, stage, 10, 3)
-    steps_fns["ours_model_only"] = ce_step(arch, torch.optim.AdamW(arch.parameters(), lr=1e-3, weight_decay=0.05))
-    ref_lamb = ref_vit()
-    steps_fns["timm_lamb"] = ce_step(ref_lamb, build_optimizer(ref_lamb, "lamb", lr=1e-3, weight_decay=0.05))
-    timings = interleaved_timings({n: _repeat(fn, steps) for n, fn in steps_fns.items()}, rounds=rounds, warmup=1)
-    out: dict[str, Any] = {"batch": batch}
-    for name in steps_fns:
-        out[f"{name}_img_s"] = batch * steps / (timings[name].median_ms / 1e3)
-    for name in ("ours", "ours_adamw", "ours_model_only", "timm_lamb"):
-        # images/s ratio to timm = timm's time / this step's time, median of the per-round ratios
-        key = "ratio" if name == "ours" else f"{name}_ratio"
-        out[key] = latency_ratio(timings, "timm", name)["ratio"]
-    return out
+def peer_models(size: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Our DeiT III ViT and timm's ``deit3_small_patch16_224`` built at the same size with the same weights."""
+    img, patch, width, depth, heads, _, _ = SIZES[size]
+    dims = dict(img_size=img, patch_size=patch, embed_dim=width, depth=depth, num_heads=heads, num_classes=CLASSES)
+    ours = build_vit(None, **dims, layer_scale_init=LAYER_SCALE, drop_path=DROP_PATH)
+    peer = timm.create_model("deit3_small_patch16_224", pretrained=False, init_values=LAYER_SCALE, **dims)
+    peer.load_state_dict(ours.state_dict())
+    set_drop_path(peer, DROP_PATH, "uniform")
+    x = torch.rand(2, 3, img, img)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), peer.eval()(x), rtol=1e-4, atol=1e-5)
+    return ours.train(), peer.train()
 
 
-def pipeline_throughput(batch: int = 64, rounds: int = 3) -> dict[str, Any]:
+def recipe_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One DeiT III pre-training step: Mixup/CutMix, BCE on binarised targets, backward, LAMB."""
+    optimizer = build_optimizer(model, "lamb", lr=4e-3, weight_decay=0.05)
+
+    def step() -> None:
+        mixed = mix_batch(x, y, CLASSES)
+        mixed_bce_loss(model(mixed.inputs), mixed.targets).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def train_step_ratio(size: str) -> dict[str, Any]:
+    """Our step time over timm's deit3 step time (median of per-round ratios, IQR), and images/s of each."""
+    img, *_, batch, rounds = SIZES[size]
+    ours, peer = peer_models(size)
+    x, y = torch.rand(batch, 3, img, img), torch.randint(0, CLASSES, (batch,))
+    timings = interleaved_timings({"ours": recipe_step(ours, x, y), "timm": recipe_step(peer, x, y)}, rounds, 1)
+    ratio = latency_ratio(timings, "ours", "timm")
+    return {
+        "batch": batch,
+        "rounds": rounds,
+        "time_ratio": ratio["ratio"],
+        "time_ratio_q25": ratio["ratio_q25"],
+        "time_ratio_q75": ratio["ratio_q75"],
+        "ours_img_s": batch / (ratio["arm_ms"] / 1e3),
+        "timm_img_s": batch / (ratio["reference_ms"] / 1e3),
+    }
+
+
+def pipeline_throughput(batch: int = 64, rounds: int = 5) -> dict[str, Any]:
     """Images/s of our batched 3-Augment collate vs the per-image torchvision/PIL 3-Augment, at 28 and 224 px."""
-    config = standard()
     out: dict[str, Any] = {}
     for size in (28, 224):
-        stage = type(config.deit3.pretrain)(
-            **{**config.deit3.pretrain.__dict__, "img_size": size, "blur_sigma": (0.1 * size / 224, 2.0 * size / 224)}
-        )
+        stage = StageConfig(img_size=size, augment="three_augment", crop="rrc", color_jitter=0.3)
         collate = Deit3Collate(stage, size, 1.0, 3)
         images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
         items = [(images[i], 0, 1) for i in range(batch)]
         pil = [Image.fromarray(images[i].permute(1, 2, 0).numpy()) for i in range(batch)]
-        sigma = (0.1 * size / 224, 2.0 * size / 224)
         per_image = T.Compose(
             [
                 T.RandomResizedCrop(size, interpolation=T.InterpolationMode.BICUBIC),
                 T.RandomHorizontalFlip(),
-                T.RandomChoice([T.Grayscale(3), T.RandomSolarize(128, p=1.0), T.GaussianBlur(7, sigma)]),
+                T.RandomChoice([T.Grayscale(3), T.RandomSolarize(128, p=1.0), T.GaussianBlur(13, OFFICIAL_BLUR_SIGMA)]),
                 T.ColorJitter(0.3, 0.3, 0.3),
                 T.ToTensor(),
                 T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
@@ -139,28 +109,32 @@ def pipeline_throughput(batch: int = 64, rounds: int = 3) -> dict[str, Any]:
             "pil": lambda f=per_image, ps=pil: torch.stack([f(p) for p in ps]),
         }
         timings = interleaved_timings(arms, rounds=rounds, warmup=1)
+        ratio = latency_ratio(timings, "ours", "pil")
         out[f"{size}px"] = {
-            "ours_img_s": batch / (timings["ours"].median_ms / 1e3),
-            "torchvision_pil_img_s": batch / (timings["pil"].median_ms / 1e3),
-            "speedup": latency_ratio(timings, "pil", "ours")["ratio"],
+            "ours_img_s": batch / (ratio["arm_ms"] / 1e3),
+            "torchvision_pil_img_s": batch / (ratio["reference_ms"] / 1e3),
+            "time_ratio": ratio["ratio"],
+            "time_ratio_q25": ratio["ratio_q25"],
+            "time_ratio_q75": ratio["ratio_q75"],
         }
     return out
 
 
-def main(out_dir: Path | str = "runs/bench") -> dict[str, Any]:
-    """Run both measurements and write ``<out_dir>/deit3_benchmark.json``."""
+def main(out_dir: Path | str | None = None) -> dict[str, Any]:
+    """Both measurements (and ``<out_dir>/deit3_benchmark.json`` when ``out_dir`` is given)."""
     torch.manual_seed(0)
     result = {
+        "peer": "timm deit3_small_patch16_224 (same size, weights, LayerScale, uniform drop-path, recipe step)",
         "threads": torch.get_num_threads(),
-        "train_step": train_step_ratio(),
+        "train_step": {size: train_step_ratio(size) for size in SIZES},
         "pipeline": pipeline_throughput(),
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "deit3_benchmark.json").write_text(json.dumps(result, indent=2))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "deit3_benchmark.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     print(json.dumps(main(sys.argv[1] if len(sys.argv) > 1 else "runs/bench"), indent=2))

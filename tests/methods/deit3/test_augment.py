@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -24,6 +26,7 @@ from frugalvision.methods.deit3.augment import (
     solarize,
     three_augment,
 )
+from frugalvision.methods.deit3.config import OFFICIAL_BLUR_SIGMA, extended, smoke
 
 
 def images(b: int = 8, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -57,6 +60,40 @@ def test_blur_matches_torchvision_per_image_sigma() -> None:
         ref = TF.gaussian_blur(x[i : i + 1], [2 * radius + 1] * 2, [float(sigma[i])] * 2)
         torch.testing.assert_close(y[i : i + 1], ref, atol=1e-5, rtol=0)
     assert torch.allclose(y.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.02)
+
+
+def test_blur_removes_the_same_share_of_the_spectrum_at_28_and_224_px() -> None:
+    """A blur of sigma pixels keeps the same share of a white-noise image's energy at any size: (sum_k g_k^2)^2."""
+    g = torch.Generator().manual_seed(0)
+    for sigma in (0.5, 1.0, 2.0):
+        radius = math.ceil(3 * sigma)
+        taps = torch.exp(-(torch.arange(-radius, radius + 1.0) ** 2) / (2 * sigma**2))
+        closed = float(((taps / taps.sum()) ** 2).sum() ** 2)  # separable kernel: variance ratio on white noise
+        for size, n in ((28, 256), (224, 4)):
+            x = torch.rand(n, 1, size, size, generator=g)
+            y = gaussian_blur(x, torch.full((n,), sigma))
+            inner = (..., slice(radius, size - radius), slice(radius, size - radius))  # away from the padding
+            kept = float(y[inner].var() / x[inner].var())
+            assert kept == pytest.approx(closed, rel=0.06), (sigma, size)
+
+
+def test_toy_presets_blur_like_the_official_range_not_the_identity_of_the_size_scaled_one() -> None:
+    """The former toy range (official x 28 / 224, sigma <= 0.25 px) left a third of 3-Augment's draws unchanged."""
+    edge = torch.zeros(300, 3, 28, 28)
+    edge[..., 14:] = 1.0
+    scaled = tuple(s * 28 / 224 for s in OFFICIAL_BLUR_SIGMA)
+    assert float((gaussian_blur(edge[:1], torch.tensor([scaled[1]])) - edge[:1]).abs().max()) < 1e-3
+    for config in (smoke(), extended()):
+        assert config.base.pretrain.blur_sigma == OFFICIAL_BLUR_SIGMA
+    changed = {}
+    for name, sigma_range in (("scaled", scaled), ("official", OFFICIAL_BLUR_SIGMA)):
+        g = torch.Generator().manual_seed(1)
+        out, ops = three_augment(edge, 28, "none", blur_sigma=sigma_range, jitter=0.0, generator=g, return_ops=True)
+        blurred = ops == 2
+        delta = (out[blurred] - edge[blurred]).abs().flatten(1).amax(1)
+        changed[name] = float((delta > 1 / 255).float().mean())
+    # sigma < 0.3 px leaves an edge within one grey level: 0.2 / 1.9 of the official draws, all of the scaled ones
+    assert changed["scaled"] == 0.0 and changed["official"] > 0.8
 
 
 def test_three_augment_applies_exactly_one_op_per_image() -> None:

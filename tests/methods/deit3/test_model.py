@@ -206,9 +206,24 @@ def test_bad_sizes_raise_config_error() -> None:
     with pytest.raises(ConfigError):
         build_vit("gigantic")
     with pytest.raises(ConfigError):
-        build_vit(None, img_size=15, patch_size=4, embed_dim=8, depth=1, num_heads=1)
+        build_vit(None, img_size=3, patch_size=4, embed_dim=8, depth=1, num_heads=1)
     with pytest.raises(ConfigError):
         build_vit(None, img_size=16)
+
+
+def test_an_image_size_that_is_not_a_multiple_of_the_patch_drops_the_remainder_as_timm() -> None:
+    """ViT-H/14 pre-trains on ImageNet-21k at 128 px: a 9 x 9 grid, the last 2 pixel rows/columns unseen."""
+    torch.manual_seed(0)
+    model = build_vit(None, img_size=30, patch_size=7, embed_dim=16, depth=1, num_heads=2, num_classes=3).eval()
+    assert tuple(model.patch_embed.grid_size) == (4, 4) and model.pos_embed.shape[1] == 16
+    x = torch.randn(2, 3, 30, 30)
+    changed = x.clone()
+    changed[..., 28:, :] = 5.0
+    changed[..., :, 28:] = -5.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(changed), rtol=0, atol=0)
+    h14 = build_vit(None, img_size=128, patch_size=14, embed_dim=8, depth=1, num_heads=1, num_classes=3)
+    assert tuple(h14.patch_embed.grid_size) == (9, 9) and h14(torch.randn(1, 3, 128, 128)).shape == (1, 3)
 
 
 def test_load_pretrained_keeps_a_new_head_and_interpolates_positions() -> None:

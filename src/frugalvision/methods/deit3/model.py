@@ -178,7 +178,9 @@ def build_vit(
 
     Args:
         preset: one of :data:`VIT_PRESETS` (``None``: give every size explicitly).
-        img_size: input resolution.
+        img_size: input resolution; when it is not a multiple of the patch size, the patch grid is
+            ``img_size // patch`` and the last ``img_size % patch`` rows and columns are never seen (as the official
+            and timm patch embedding: ViT-H/14 pre-trains on ImageNet-21k at 128 px, a 9 x 9 grid).
         num_classes: classes of the head.
         in_chans: input channels.
         patch_size: overrides the preset's patch size.
@@ -205,8 +207,8 @@ def build_vit(
         depth, num_heads = depth or n, num_heads or h
     if None in (patch_size, embed_dim, depth, num_heads):
         raise ConfigError("build_vit needs a preset or all of patch_size, embed_dim, depth, num_heads")
-    if img_size % patch_size:
-        raise ConfigError(f"img_size={img_size} is not a multiple of patch_size={patch_size}; change one of them")
+    if img_size < patch_size:
+        raise ConfigError(f"img_size={img_size} is smaller than patch_size={patch_size}; raise img_size")
     model = VisionTransformer(
         img_size=img_size,
         patch_size=patch_size,

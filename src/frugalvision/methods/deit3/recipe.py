@@ -28,7 +28,8 @@ def deit3_step(
         labels: ``[B]`` class indices.
         num_classes: number of classes.
         size: training resolution (default: the images' size).
-        blur_sigma: 3-Augment blur range in pixels (official U(0.1, 2.0) at 224 px; scale it with the size).
+        blur_sigma: 3-Augment blur range in pixels (official U(0.1, 2.0); keep it at any image size: a blur of
+            sigma pixels removes the same share of the sampled spectrum whatever the size).
         generator: random source of the augmentation and the mixing.
 
     Returns:
