@@ -66,15 +66,15 @@ def test_assign_concepts_returns_the_top_k_words_of_the_scorer():
 
 
 def test_the_offline_dual_encoder_learns_concepts_above_chance():
-    world = caption_world(300, seed=0)
+    world = caption_world(160, seed=0)
     captions = [s.captions for s in world.scenes]
     tokenizer = WordTokenizer.fit(c for cs in captions for c in cs)
     images = torch.stack([image_to_tensor(im) for im in world.images])
-    scorer, report = train_dual_encoder(images, captions, tokenizer, steps=60, batch_size=64, seed=0)
+    scorer, report = train_dual_encoder(images, captions, tokenizer, steps=30, batch_size=48, seed=0)
     vocabulary = mine_vocabulary((c for cs in captions for c in cs), 0, with_modifiers=True)
     concepts = assign_concepts(scorer, images, vocabulary, 3)
-    precision = sum(len(set(kw) & scene_concepts(s)) for kw, s in zip(concepts, world.scenes, strict=True)) / 900
-    base_rate = sum(len(scene_concepts(s)) for s in world.scenes) / (300 * len(vocabulary))
+    precision = sum(len(set(kw) & scene_concepts(s)) for kw, s in zip(concepts, world.scenes, strict=True)) / (3 * 160)
+    base_rate = sum(len(scene_concepts(s)) for s in world.scenes) / (160 * len(vocabulary))
     assert precision > 1.5 * base_rate, (precision, base_rate, report)
 
 
