@@ -85,7 +85,12 @@ class PerceiverRunConfig(RunConfig):
     """DQS Perceiver experiment settings (all method values are our reading, spec §2.5).
 
     Attributes:
-        model: architecture (Q = model.num_latents).
+        model: architecture (Q = model.num_latents; its size and classes follow the data).
+        task: "classify" (the source images) or "majority" (mosaics of ``mosaic_grid``² source items labelled by
+            the class planted ``mosaic_planted`` times: a task in which the number of queries matters).
+        mosaic_grid: items per mosaic side.
+        mosaic_item: item side in pixels.
+        mosaic_planted: copies of the majority class per mosaic.
         train_size: training images per seed (stratified subset of the training file).
         val_size: validation images per seed (disjoint from training; τ, ranking and selection use only these).
         test_size: test images (stratified subset of the official test file).
@@ -102,11 +107,21 @@ class PerceiverRunConfig(RunConfig):
         latency_batch: batch size of the latency measurement.
         latency_rounds: interleaved timing rounds per width (median of the per-round ratios reported).
         min_speedup: measured latency speed-up at Q/4 vs Q the claim requires.
+        epsilon: non-inferiority margin (top-1) of the nested model against the dedicated models at Q/4 and Q.
         variant_betas: β values of the variant study.
+        randaugment_ops: RandAugment operations per training image.
+        randaugment_magnitude: RandAugment magnitude (0 of 31 bins: RandAugment off).
+        mixup_alpha: Mixup Beta(α, α) of the training batches (0: off).
+        cutmix_alpha: CutMix Beta(α, α) of the training batches (0: off).
+        label_smoothing: label smoothing of the training targets.
         loop: optimisation settings (the seed is the unit's).
     """
 
     model: PerceiverConfig = field(default_factory=PerceiverConfig)
+    task: str = "classify"
+    mosaic_grid: int = 3
+    mosaic_item: int = 14
+    mosaic_planted: int = 4
     train_size: int = 16000
     val_size: int = 2000
     test_size: int = 2500
@@ -123,7 +138,13 @@ class PerceiverRunConfig(RunConfig):
     latency_batch: int = 128
     latency_rounds: int = 20
     min_speedup: float = 1.5
-    variant_betas: tuple[float, ...] = (0.5,)
+    epsilon: float = 0.02
+    variant_betas: tuple[float, ...] = (0.0, 0.5, 1.0)
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    label_smoothing: float = 0.0
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(
             max_steps=160, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_steps=8, clip_grad_norm=1.0, log_every=10
@@ -170,10 +191,30 @@ class PerceiverRunConfig(RunConfig):
                 raise ConfigError(f"{name}={getattr(self, name)} is invalid; it must be a positive integer")
         if not self.budgets or any(not 0 < b <= 1 for b in self.budgets):
             raise ConfigError(f"budgets={self.budgets} must be fractions in (0, 1], e.g. --budgets 0.4 0.6 0.8")
+        if not 0 <= self.randaugment_magnitude <= 30 or self.randaugment_ops < 0:
+            raise ConfigError(
+                "randaugment_magnitude must lie in 0..30 (0: off) and randaugment_ops be >= 0, e.g. 9 and 2"
+            )
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(
+                "mixup_alpha and cutmix_alpha must be >= 0 and label_smoothing in [0, 1), e.g. 0.8 1.0 0.1"
+            )
+        if self.task not in ("classify", "majority"):
+            raise ConfigError(f"task={self.task!r} is invalid; use classify or majority")
+        if self.task == "majority" and self.dataset == "imagefolder":
+            raise ConfigError(
+                "task='majority' builds mosaics in memory; use an offline source or CIFAR, not imagefolder"
+            )
+        if self.mosaic_grid < 2 or self.mosaic_item < 1 or not 2 <= self.mosaic_planted <= self.mosaic_grid**2:
+            raise ConfigError("mosaic_grid must be >= 2, mosaic_item >= 1 and mosaic_planted in 2..mosaic_grid^2")
+        if not 0 <= self.epsilon < 1:
+            raise ConfigError(f"epsilon={self.epsilon} must lie in [0, 1), e.g. 0.02 (two points of top-1)")
         if self.min_speedup <= 0:
             raise ConfigError(f"min_speedup={self.min_speedup} must be positive, e.g. 1.5")
-        if self.dataset == "imagefolder" and self.data_root is None:
-            raise ConfigError("dataset='imagefolder' needs --data-root pointing at a folder with train/ and val/")
+        if self.dataset in ("imagefolder", "cifar10", "cifar100") and self.data_root is None:
+            raise ConfigError(
+                f"dataset={self.dataset!r} needs --data-root (ImageNet train/ val/, or the CIFAR release)"
+            )
 
 
 BASE = PerceiverRunConfig()
@@ -231,8 +272,8 @@ def paper() -> PerceiverRunConfig:
 
     Q = 256, Q_min = 32, d = 512, D = 256, L = 12, patch 4 at 224 px (3,136 tokens), 2-D Fourier positions with 64
     bands concatenated, drop-path 0.1, bf16-mixed. The loop assumes 8 GPUs × 256 images (global batch 2,048):
-    lr = 5e-4 · 2048 / 512, ≈ 300 epochs, 5 warm-up epochs. Run through ``torchrun``/SLURM with
-    ``--fabric.strategy ddp``. RandAugment, Mixup/CutMix and label smoothing of the spec are not implemented.
+    lr = 5e-4 · 2048 / 512, ≈ 300 epochs, 5 warm-up epochs, RandAugment (2 ops, magnitude 9), Mixup 0.8, CutMix 1.0,
+    label smoothing 0.1. Run through ``torchrun``/SLURM with ``--fabric.strategy ddp``.
     """
     return replace(
         BASE,
@@ -256,7 +297,10 @@ def paper() -> PerceiverRunConfig:
         min_latents=32,
         scratch_widths=(32, 64, 128, 192),
         rank_images=1000,
-        variant_betas=(0.0, 0.5, 1.0),
+        randaugment_magnitude=9,
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        label_smoothing=0.1,
         fabric=FabricConfig(precision="bf16-mixed"),
         loop=LoopConfig(
             max_steps=186_000,

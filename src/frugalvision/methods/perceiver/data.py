@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from frugalvision.data.arrays import ArrayDataset, ImageArrays
+from frugalvision.data.cifar import load_cifar
 from frugalvision.data.folders import ImageFolderDataset
 from frugalvision.data.sources import available_default_source, load_source
 from frugalvision.data.splits import stratified_subset, train_val_indices
 from frugalvision.errors import ConfigError
+from frugalvision.methods.perceiver.augment import randaugment_transform
 from frugalvision.methods.perceiver.config import PerceiverRunConfig
+from frugalvision.methods.perceiver.mosaic import majority_mosaics
 
 
 class Split:
@@ -32,9 +36,9 @@ class Split:
         self.arrays, self.num_workers = arrays, num_workers
 
     @classmethod
-    def from_arrays(cls, arrays: ImageArrays) -> Split:
-        """A split held in memory."""
-        return cls(ArrayDataset(arrays), arrays.labels, arrays.num_classes, arrays.image_shape, arrays)
+    def from_arrays(cls, arrays: ImageArrays, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Split:
+        """A split held in memory (``transform``: a training augmentation of each float image)."""
+        return cls(ArrayDataset(arrays, transform), arrays.labels, arrays.num_classes, arrays.image_shape, arrays)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -64,20 +68,36 @@ class Split:
         )
 
 
-def _folder_splits(config: PerceiverRunConfig, seed: int) -> tuple[Split, Split, Split]:
-    """ImageNet-style splits of ``data_root/{train,val}``: validation is a stratified hold-out of ``train/``."""
+def train_augment(config: PerceiverRunConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """RandAugment of the training images when ``randaugment_magnitude`` > 0 (paper column), else None."""
+    if config.randaugment_magnitude <= 0 or config.randaugment_ops <= 0:
+        return None
+    return randaugment_transform(config.randaugment_ops, config.randaugment_magnitude)
+
+
+def _folder_splits(config: PerceiverRunConfig, seed: int) -> tuple[Split, Split, Split, list[str]]:
+    """ImageNet-style splits of ``data_root/{train,val}``: validation is a stratified hold-out of ``train/``.
+
+    Returns the three splits and the corrupt files skipped (only with ``skip_bad_files``).
+    """
     from torchvision import transforms
 
     if config.data_root is None:
         raise ConfigError("dataset='imagefolder' needs --data-root with train/ and val/ class folders")
     size = config.model.img_size
     to_tensor = transforms.ToTensor()
-    train_tf = transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), to_tensor])
+    augment = (
+        [transforms.RandAugment(config.randaugment_ops, config.randaugment_magnitude)] if train_augment(config) else []
+    )
+    train_tf = transforms.Compose(
+        [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), *augment, to_tensor]
+    )
     eval_tf = transforms.Compose([transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size), to_tensor])
-    root = Path(config.data_root)
-    train_full = ImageFolderDataset(root / "train", train_tf)
-    train_eval = ImageFolderDataset(root / "train", eval_tf, classes=train_full.classes)
-    test_full = ImageFolderDataset(root / "val", eval_tf, classes=train_full.classes)
+    root, skip = Path(config.data_root), config.skip_bad_files
+    train_full = ImageFolderDataset(root / "train", train_tf, skip_bad_files=skip)
+    train_eval = ImageFolderDataset(root / "train", eval_tf, classes=train_full.classes, skip_bad_files=skip)
+    test_full = ImageFolderDataset(root / "val", eval_tf, classes=train_full.classes, skip_bad_files=skip)
+    skipped = sorted({str(p) for d in (train_full, test_full) for p in d.skipped})
     labels = torch.tensor(train_full.targets)
     train_idx, val_idx = (i.tolist() for i in train_val_indices(labels, config.train_size, config.val_size, seed))
     test_labels = torch.tensor(test_full.targets)
@@ -87,21 +107,58 @@ def _folder_splits(config: PerceiverRunConfig, seed: int) -> tuple[Split, Split,
         Split(Subset(train_full, train_idx), labels[train_idx], classes, shape, num_workers=workers),
         Split(Subset(train_eval, val_idx), labels[val_idx], classes, shape, num_workers=workers),
         Split(Subset(test_full, test_idx), test_labels[test_idx], classes, shape, num_workers=workers),
+        skipped,
     )
 
 
-def load_data(config: PerceiverRunConfig, seed: int) -> tuple[str, Split, Split, Split]:
-    """(source, train, val, test) for one seed: disjoint stratified train/val subsets and a test subset."""
-    if config.dataset == "imagefolder":
-        return ("imagefolder", *_folder_splits(config, seed))
+def _array_sources(config: PerceiverRunConfig) -> tuple[str, ImageArrays, ImageArrays]:
+    """(source, train file, test file) of an in-memory dataset: CIFAR from ``data_root`` or an offline source."""
+    if config.dataset in ("cifar10", "cifar100"):
+        assert config.data_root is not None  # checked by validate()
+        variant = config.dataset
+        train = load_cifar(config.data_root, variant, train=True, allow_pickle=True)  # type: ignore[arg-type]
+        return variant, train, load_cifar(config.data_root, variant, train=False, allow_pickle=True)  # type: ignore[arg-type]
     source = available_default_source(config.data_root) if config.dataset == "auto" else config.dataset
-    train_full = load_source(source, root=config.data_root, train=True)
-    test_full = load_source(source, root=config.data_root, train=False)
-    train_idx, val_idx = train_val_indices(train_full.labels, config.train_size, config.val_size, seed)
-    test_idx = stratified_subset(test_full.labels, total=min(config.test_size, len(test_full)), seed=seed)
     return (
         source,
-        Split.from_arrays(train_full.subset(train_idx)),
-        Split.from_arrays(train_full.subset(val_idx)),
-        Split.from_arrays(test_full.subset(test_idx)),
+        load_source(source, root=config.data_root, train=True),
+        load_source(source, root=config.data_root, train=False),
+    )
+
+
+class SeedData(NamedTuple):
+    """One seed's data: the source actually used, the three splits, and the corrupt files skipped."""
+
+    source: str
+    train: Split
+    val: Split
+    test: Split
+    skipped: list[str]
+
+
+def load_data(config: PerceiverRunConfig, seed: int) -> SeedData:
+    """One seed's data: disjoint stratified train/val subsets of the training file and a test subset.
+
+    ``dataset``: an offline source ("auto", "fashion-mnist", ...), "cifar10"/"cifar100" (the official binary or
+    Python release under ``data_root``, pickles read by a restricted unpickler) or "imagefolder" (ImageNet layout).
+    ``task="majority"`` turns each in-memory split into majority-class mosaics of its own images.
+    """
+    if config.dataset == "imagefolder":
+        train, val, test, skipped = _folder_splits(config, seed)
+        return SeedData("imagefolder", train, val, test, skipped)
+    source, train_full, test_full = _array_sources(config)
+    train_idx, val_idx = train_val_indices(train_full.labels, config.train_size, config.val_size, seed)
+    test_idx = stratified_subset(test_full.labels, total=min(config.test_size, len(test_full)), seed=seed)
+    parts = [train_full.subset(train_idx), train_full.subset(val_idx), test_full.subset(test_idx)]
+    if config.task == "majority":  # each split's mosaics are built from that split's own images
+        sizes = (config.train_size, config.val_size, config.test_size)
+        grid, item, planted = config.mosaic_grid, config.mosaic_item, config.mosaic_planted
+        parts = [
+            majority_mosaics(part, size, grid, item, planted, seed=1000 * seed + index)
+            for index, (part, size) in enumerate(zip(parts, sizes, strict=True))
+        ]
+        source = parts[0].name
+    train, val, test = parts
+    return SeedData(
+        source, Split.from_arrays(train, train_augment(config)), Split.from_arrays(val), Split.from_arrays(test), []
     )

@@ -58,7 +58,7 @@ def nested_loss(
 
     Args:
         logits: width -> logits (B, C); must contain the full width.
-        labels: (B,) class indices.
+        labels: (B,) class indices, or (B, C) soft targets (Mixup/CutMix, label smoothing).
         beta: distillation weight β ∈ [0, 1].
         temperature: distillation temperature T.
 
