@@ -17,6 +17,7 @@ older checkpoints to fall back to).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -223,8 +224,10 @@ def _write_folder(
     save_weights(model_state, folder / WEIGHTS_NAME, metadata={"step": str(step)})
     if ema_state is not None:
         save_weights(ema_state, folder / EMA_NAME, metadata={"step": str(step)})
+    buffer = io.BytesIO()
+    torch.save(train_state, buffer)  # in memory: torch's zip writer reports a full disk as a bare RuntimeError
     with open(folder / STATE_NAME, "wb") as handle:
-        torch.save(train_state, handle)
+        handle.write(buffer.getbuffer())
         handle.flush()
         os.fsync(handle.fileno())
     files = {
