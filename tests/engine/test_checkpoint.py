@@ -90,3 +90,24 @@ def test_dangling_latest_pointer_falls_back_to_newest_complete_folder(tmp_path):
         save_checkpoint(tmp_path, step, {"w": torch.zeros(1)}, {"step": step}, keep=3)
     (tmp_path / "latest").write_text("step_00000009")
     assert latest_checkpoint(tmp_path).name == "step_00000002"
+
+
+def test_the_manifest_records_size_and_sha256_and_old_checkpoints_without_one_still_load(tmp_path):
+    import hashlib
+    import json
+
+    folder = save_checkpoint(tmp_path, 4, {"w": torch.arange(3.0)}, {"step": 4}, fingerprint={"loop.lr": 0.1})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    weights = folder / "model.safetensors"
+    assert manifest["fingerprint"] == {"loop.lr": 0.1} and set(manifest["files"]) == {"model.safetensors", "state.pt"}
+    assert manifest["files"]["model.safetensors"] == {
+        "bytes": weights.stat().st_size,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors does not match the sha256"):
+        load_checkpoint(folder)
+    (folder / "manifest.json").unlink()  # a checkpoint from before manifests: loaded unchecked
+    assert load_checkpoint(folder)[1]["step"] == 4

@@ -137,3 +137,10 @@ def test_on_evaluate_sees_each_periodic_and_the_final_evaluation_of_the_ema_mode
     assert [step for step, _, _ in task.calls] == [4, 8, 10]
     assert task.calls[-1][1] == result.metrics["val"]["top1"]
     assert all(model is result.ema_model for _, _, model in task.calls)
+
+
+def test_a_run_checkpoints_every_few_seconds_as_well_as_every_n_steps(tmp_path):
+    loop = LoopConfig(max_steps=12, batch_size=16, ckpt_every=0, ckpt_every_s=0.05, keep_checkpoints=20, log_every=1)
+    Engine(FabricConfig(accelerator="cpu"), progress=False).fit(ToyTask(sleep_s=0.02), loop, run_dir=tmp_path)
+    steps = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert len(steps) >= 3 and steps[-1] == 12  # time-based ones before the final one
