@@ -14,15 +14,21 @@ from frugalvision.methods.lara.benchmark import benchmark
 
 
 def main() -> None:
-    """Run the benchmark on one thread and print one line per setting."""
-    torch.set_num_threads(1)
+    """Run the benchmark on two threads and print one line per setting, the fused-attention headline first."""
+    torch.set_num_threads(2)
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/lara")
     result = benchmark(out)
-    print(f"device={result['device']} threads={result['threads']} attn={result['attn_impl']}")
-    print("grid cams image    tokens queries | lara_ms dense_ms ratio | lara_MiB dense_MiB ratio")
+    print(f"device={result['device']} threads={result['threads']} peer: {result['peer']}")
+    for h in result["headline"]:
+        print(
+            f"{h['attn_impl']:>5} {h['tokens']:>5} tokens: LaRa / dense latency {h['lara_over_dense_ms']:.2f}, memory "
+            f"{h['lara_over_dense_mib']:.2f}"
+        )
+    print("attn  grid cams image    tokens queries | lara_ms dense_ms ratio | lara_MiB dense_MiB ratio")
     for r in result["rows"]:
         print(
-            f"{r['grid']:>4} {r['cameras']:>4} {r['image']:>7} {r['tokens']:>6} {r['queries']:>7} | "
+            f"{r['attn_impl']:>5} {r['grid']:>4} {r['cameras']:>4} {r['image']:>7} {r['tokens']:>6} {r['queries']:>7} |"
+            " "
             f"{r['lara_ms']:7.2f} {r['dense_ms']:8.2f} {r['dense_over_lara_ms']:5.2f} | "
             f"{r['lara_mib']:8.2f} {r['dense_mib']:9.2f} {r['dense_over_lara_mib']:5.2f}"
         )

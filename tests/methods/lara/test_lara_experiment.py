@@ -12,6 +12,7 @@ from torch.utils.data import default_collate
 from frugalvision.errors import ConfigError
 from frugalvision.harness import run_experiment
 from frugalvision.methods.lara import BevGrid, ModelConfig, build_model, camera_batch, predict_bev
+from frugalvision.methods.lara import experiment as experiment_module
 from frugalvision.methods.lara.config import LaraConfig, extended, paper, repo_latest, smoke, standard, toy_loop
 from frugalvision.methods.lara.experiment import (
     EXPERIMENT,
@@ -33,6 +34,7 @@ def tiny(out: Path, **changes) -> LaraConfig:
         progress=False,
         train_scenes=8,
         val_scenes=4,
+        test_scenes=4,
         latency_runs=1,
         figure_scenes=1,
         loop=toy_loop(2, warmup_steps=0, log_every=1),
@@ -41,7 +43,11 @@ def tiny(out: Path, **changes) -> LaraConfig:
 
 
 def rows(values: dict[str, list[float]]) -> list[dict]:
-    return [{"name": n, "seed": s, "metrics": {"val_iou_all": v}} for n, vs in values.items() for s, v in enumerate(vs)]
+    return [
+        {"name": n, "seed": s, "metrics": {"iou_all": v, "ap": v + 0.05}}
+        for n, vs in values.items()
+        for s, v in enumerate(vs)
+    ]
 
 
 def test_registered_declaration_and_presets() -> None:
@@ -52,8 +58,11 @@ def test_registered_declaration_and_presets() -> None:
         config = EXPERIMENT.preset(name)
         assert isinstance(config, LaraConfig) and config.preset == name
     s, e = standard(), extended()
-    assert len(s.seeds) >= 3 and s.threads == 2 and s.arms == ("lift", "lara", "dense")
-    assert (e.loop.max_steps, e.seeds, e.threads, e.arms) == (2000, s.seeds, 2, s.arms)
+    assert len(s.seeds) >= 3 and s.threads == 2 and s.arms == ("lara", "dense", "lara-camidx", "lift")
+    assert (e.loop.max_steps, e.seeds, e.threads, e.arms) == (700, s.seeds, 2, s.arms)
+    for toy in (s, e):  # every scene its own rig and calibration error; pos_weight from the class ratio; selection
+        assert toy.world.rig_yaw_std_deg > 0 and toy.world.calib_yaw_std_deg > 0 and toy.pos_weight == 0
+        assert toy.select_best and toy.test_scenes > 0 and toy.report_split == "test"
     p = paper()
     assert p.grid.shape == (200, 200) and p.loop.lr == 5e-4 and p.loop.weight_decay == 1e-5
     assert (p.model.num_latents, p.model.latent_dim, p.model.cross_heads, p.model.self_heads) == (256, 256, 32, 16)
@@ -63,6 +72,11 @@ def test_registered_declaration_and_presets() -> None:
     assert p.model.latent_init_std == 0.02  # the official init; ToyBEV presets deviate (see README)
     latest = repo_latest()
     assert (latest.loop.lr, latest.loop.schedule) == (1e-3, "cosine") and latest.model == p.model
+    assert p.select_best and p.report_split == "val"  # the official code keeps the best validation weights
+    from frugalvision.cli import build_config  # repo_latest is a selectable preset
+
+    chosen = build_config("lara", ["--preset", "repo_latest", "--data-root", "."])
+    assert chosen.preset == "repo_latest" and chosen.loop.lr == 1e-3
 
 
 def test_config_validation() -> None:
@@ -75,7 +89,8 @@ def test_config_validation() -> None:
         ({"model": ModelConfig(latent_init_std=0.0)}, "latent_init_std"),
         ({"study_arms": ("lift", "lara-camidx")}, "study_arms"),
         ({"study": "robustness", "study_arms": ("lift", "lara")}, "lara-noplucker"),
-        ({"pos_weight": 0.0}, "pos_weight"),
+        ({"pos_weight": -1.0}, "pos_weight"),
+        ({"test_scenes": -1}, "test_scenes"),
     ]
     for changes, needle in cases:
         with pytest.raises(ConfigError, match=needle):
@@ -116,14 +131,19 @@ def test_perturbed_validation_sets() -> None:
 
 def test_verdict_rule_on_constructed_rows() -> None:
     config = standard()
-    clear = {"lift": [0.30, 0.31, 0.29], "lara": [0.40, 0.42, 0.41], "dense": [0.30, 0.32, 0.31]}
+    clear = {"lara": [0.40, 0.42, 0.41], "dense": [0.30, 0.32, 0.31], "lara-camidx": [0.30, 0.31, 0.33]}
     assert verdict(config, rows(clear)).verdict == "supported"
+    # the lift is a reference line: LaRa below it does not refute the claim against the transformers
+    with_lift = {**clear, "lift": [0.50, 0.52, 0.51]}
+    result = verdict(config, rows(with_lift))
+    assert result.verdict == "supported" and len(result.comparisons) == 2
+    assert "lift" in experiment_module.lift_line(rows(with_lift))
     camidx_noisy = {**clear, "lara-camidx": [0.20, 0.50, 0.30]}  # beats camidx on the mean, not beyond the noise
     assert verdict(config, rows(camidx_noisy)).verdict == "inconclusive"
-    below_lift = {"lift": [0.50, 0.52, 0.51], "lara": [0.33, 0.34, 0.35], "dense": [0.45, 0.46, 0.47]}
-    result = verdict(config, rows(below_lift))
+    below_dense = {"lara": [0.33, 0.34, 0.35], "dense": [0.45, 0.46, 0.47], "lara-camidx": [0.30, 0.31, 0.29]}
+    result = verdict(config, rows(below_dense))
     assert result.verdict == "not supported" and len(result.comparisons) == 2
-    plateau = {"lift": [0.40, 0.41, 0.39], "lara": [0.0, 0.0, 0.01], "dense": [0.0, 0.0, 0.0]}
+    plateau = {"lift": [0.40, 0.41, 0.39], "lara": [0.0, 0.0, 0.01], "dense": [0.0, 0.001, 0.0]}
     result = verdict(config, rows(plateau))  # LaRa has not started to learn: the claim cannot be judged
     assert result.verdict == "inconclusive" and "fails" in result.evidence[-1]
     assert "supported if the preconditions hold" in result.rule
@@ -147,11 +167,13 @@ def test_tiny_run_end_to_end_and_deterministic(tmp_path: Path) -> None:
     folder = tmp_path / "a" / "lara"
     assert (folder / "results.json").exists() and (folder / "bev_predictions.png").exists()
     assert (folder / "config.yaml").exists() and any((folder / "cache").glob("toybev-*.safetensors"))
-    assert [r["name"] for r in first["rows"]] == ["lift", "lara"]
+    assert [r["name"] for r in first["rows"]] == ["lara", "dense"]
     assert first["verdict"] in ("supported", "not supported", "inconclusive") and first["verdict_rule"]
     for a, b in zip(first["rows"], second["rows"], strict=True):
-        for key in ("val_iou_all", "val_iou_vis2", "val_iou_r0-8", "val_iou_r8-16", "params_m"):
+        for key in ("iou_all", "ap", "iou_best", "val_iou_all", "val_iou_vis2", "iou_r0-8", "params_m", "pos_weight"):
             assert a["metrics"][key] == b["metrics"][key]
+        assert a["metrics"]["pos_weight"] > 5  # negatives / positives of ToyBEV (about 14)
+        assert 0 <= a["metrics"]["selected_step"] <= 2
 
 
 def test_tiny_robustness_study(tmp_path: Path) -> None:
@@ -160,6 +182,7 @@ def test_tiny_robustness_study(tmp_path: Path) -> None:
     assert (tmp_path / "lara" / "robustness" / "results.json").exists()
     assert [r["name"] for r in document["rows"]] == ["lara", "lara-noplucker"]
     for row in document["rows"]:
+        assert "iou_all" in row["metrics"] and "val_iou_all" in row["metrics"]
         m = row["metrics"]
         assert m["val_iou_all_drop_worst"] <= m["val_iou_all_drop_mean"] + 1e-9
         assert 0 <= m["val_iou_all_noise"] <= 1
@@ -167,7 +190,7 @@ def test_tiny_robustness_study(tmp_path: Path) -> None:
 
 
 def test_scene_cache_is_exact_and_keyed_by_the_world(tmp_path: Path) -> None:
-    config = replace(smoke(), train_scenes=3, val_scenes=1)
+    config = replace(smoke(), train_scenes=3, val_scenes=1, test_scenes=0)
     path = tmp_path / _scene_cache_name(config)
     written = _render_or_load(path, config)
     assert path.is_file()
@@ -205,7 +228,9 @@ def test_benchmark_quick(tmp_path: Path) -> None:
     from frugalvision.methods.lara.benchmark import benchmark
 
     result = benchmark(tmp_path, quick=True)
-    rows_ = result["rows"]
+    assert {r["attn_impl"] for r in result["rows"]} == {"sdpa", "math"}
+    assert [(h["attn_impl"], h["tokens"]) for h in result["headline"]] == [("sdpa", 768), ("math", 768)]
+    rows_ = [r for r in result["rows"] if r["attn_impl"] == "math"]
     assert [r["tokens"] for r in rows_] == [128, 768]
     # the dense score matrix (queries x tokens) grows 6x with 6 cameras; LaRa's memory grows far less
     assert rows_[1]["dense_mib"] > 3 * rows_[0]["dense_mib"]

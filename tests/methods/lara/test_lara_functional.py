@@ -89,3 +89,24 @@ def test_radial_bins() -> None:
     meter.update(logits, target, torch.full((1, 32, 32), VISIBILITY_IGNORE))
     res = meter.compute()
     assert res["iou_r0-8"] == 1.0 and res["iou_r8-16"] == 0.0 and res["iou_all"] == 0.5
+
+
+def test_ranking_metrics_equal_scikit_learn_and_a_threshold_sweep() -> None:
+    from sklearn.metrics import average_precision_score
+
+    from frugalvision.methods.lara.functional import positive_weight, ranking_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    target = (torch.rand(4, 1, 8, 8, generator=generator) < 0.2).float()
+    scores = (target * 0.3 + torch.rand(target.shape, generator=generator)).round(decimals=1)  # many ties
+    result = ranking_metrics(scores, target)
+    assert abs(result["ap"] - average_precision_score(target.flatten().numpy(), scores.flatten().numpy())) < 1e-12
+    best = 0.0
+    for t in scores.unique():  # brute force: every threshold, cells with score >= t are positive
+        pred = scores >= t
+        tp, fp = float((pred & (target > 0)).sum()), float((pred & (target == 0)).sum())
+        fn = float(((~pred) & (target > 0)).sum())
+        best = max(best, tp / (tp + fp + fn))
+    assert abs(result["iou_best"] - best) < 1e-12
+    assert positive_weight(target) == (target.numel() - target.sum()) / target.sum()
+    assert all(v != v for v in ranking_metrics(scores, torch.zeros_like(target)).values())  # NaN without positives

@@ -95,3 +95,27 @@ def test_scene_shapes_and_determinism() -> None:
     assert s["intrinsics"].shape == (6, 3, 3) and s["rotation"].shape == (6, 3, 3) and s["translation"].shape == (6, 3)
     assert s["bev"].shape == (1, 32, 32) and s["visibility"].dtype == torch.long
     assert all(CONFIG.min_vehicles <= len(x.boxes) <= CONFIG.max_vehicles for x in a)
+
+
+def test_every_scene_has_its_own_rig_and_the_models_get_a_wrong_calibration() -> None:
+    from frugalvision.methods.lara.world import WorldConfig, camera_rig, generate_scenes
+
+    exact = WorldConfig()
+    jittered = WorldConfig(rig_yaw_std_deg=5.0, rig_height_std=0.1, calib_yaw_std_deg=2.0, calib_trans_std_m=0.2)
+    a, b = generate_scenes(jittered, 2, seed=0)
+    assert not torch.allclose(a.sample["rotation"], b.sample["rotation"])  # one rig per scene
+    _, nominal_rot, _ = camera_rig(exact)
+    assert not torch.allclose(a.sample["rotation"], nominal_rot)
+    # the handed calibration differs from the rig that rendered the images: rebuild the true rig from the seed
+    generator = torch.Generator().manual_seed(0)
+    from frugalvision.methods.lara.world import render_scene, sample_boxes
+
+    boxes = sample_boxes(jittered, generator)
+    true_rig = camera_rig(jittered, generator)
+    assert torch.allclose(a.boxes.center, boxes.center)
+    assert not torch.allclose(true_rig[1], a.sample["rotation"])  # calibration error on top of the true rig
+    rendered = render_scene(jittered, boxes, None, true_rig)
+    assert rendered.sample["images"].shape == a.sample["images"].shape
+    # without jitter the scenes and their calibration are exactly the nominal ones (cache-compatible default)
+    plain = generate_scenes(exact, 1, seed=0)[0]
+    assert torch.equal(plain.sample["rotation"], nominal_rot)

@@ -35,7 +35,8 @@ from frugalvision.harness import (
     metric_values,
 )
 from frugalvision.methods.lara.api import predict_bev
-from frugalvision.methods.lara.config import PRESETS, REFERENCE_ARMS, LaraConfig
+from frugalvision.methods.lara.config import PRESETS, REFERENCE_ARMS, REFERENCE_LINE, LaraConfig
+from frugalvision.methods.lara.functional import positive_weight
 from frugalvision.methods.lara.model import build_model
 from frugalvision.methods.lara.robustness import CameraDropout, ExtrinsicNoise
 from frugalvision.methods.lara.task import BevSegmentation
@@ -53,7 +54,8 @@ STUDY_CLAIM = (
     "The Plücker moment o × d̂ added to LaRa's ray embedding helps (the official README recommends it); reported "
     "alongside: robustness of LaRa and of the geometric lift to a missing camera and to extrinsic calibration noise."
 )
-METRIC = "val_iou_all"
+#: IoU@0.5 ("all") on the reported split: ToyBEV's test scenes (weights selected on validation), nuScenes' val
+METRIC = "iou_all"
 #: below this IoU a LaRa arm has not left its initial plateau (it predicts the prior): the claim cannot be judged
 LEARNED_FLOOR = 0.05
 CACHE_VERSION = "toybev-v1"
@@ -66,18 +68,25 @@ class BevData:
 
     Attributes:
         train: training samples.
-        val: validation samples (reported as "val (selection)": there is no separate test split).
+        val: validation samples (weights selection).
         note: one sentence on what was loaded.
+        test: test samples (ToyBEV); None where only validation exists (nuScenes: val is reported, as officially).
     """
 
     train: Dataset
     val: Dataset
     note: str
+    test: Dataset | None = None
+
+    @property
+    def report(self) -> Dataset:
+        """The split the rows report."""
+        return self.test if self.test is not None else self.val
 
 
 def _scene_cache_name(config: LaraConfig) -> str:
     """Cache file of the rendered scenes, named by a hash of everything they depend on."""
-    key = {"world": config_to_dict(config.world), "count": config.train_scenes + config.val_scenes}
+    key = {"world": config_to_dict(config.world), "count": config.train_scenes + config.val_scenes + config.test_scenes}
     key["seed"], key["version"] = config.data_seed, CACHE_VERSION
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return f"toybev-{digest}.safetensors"
@@ -90,7 +99,9 @@ def _render_or_load(path: Path, config: LaraConfig) -> dict[str, torch.Tensor]:
 
     if path.is_file():
         return load_weights(path)
-    scenes = generate_scenes(config.world, config.train_scenes + config.val_scenes, config.data_seed)
+    scenes = generate_scenes(
+        config.world, config.train_scenes + config.val_scenes + config.test_scenes, config.data_seed
+    )
     stacked = {key: torch.stack([s.sample[key] for s in scenes]) for key in scenes[0].sample}
     save_weights(stacked, path)
     return stacked
@@ -98,16 +109,22 @@ def _render_or_load(path: Path, config: LaraConfig) -> dict[str, torch.Tensor]:
 
 def toybev_data(ctx: Context[LaraConfig]) -> BevData:
     """ToyBEV scenes, rendered once (rank 0 first) and cached under ``<out>/lara/cache``."""
-    from frugalvision.methods.lara.world import SceneDataset
+    from frugalvision.methods.lara.world import SceneDataset, per_scene_rig
 
     config = ctx.config
     path = ctx.cache_path(_scene_cache_name(config))
     stacked = ctx.main_first(lambda: _render_or_load(path, config))
     samples = [{key: value[i] for key, value in stacked.items()} for i in range(len(stacked["bev"]))]
-    train, val = SceneDataset(samples[: config.train_scenes]), SceneDataset(samples[config.train_scenes :])
+    cut_val, cut_test = config.train_scenes, config.train_scenes + config.val_scenes
+    train, val = SceneDataset(samples[:cut_val]), SceneDataset(samples[cut_val:cut_test])
+    test = SceneDataset(samples[cut_test:]) if config.test_scenes else None
     positives = stacked["bev"][: config.train_scenes].mean().item()
-    note = f"ToyBEV {len(train)} train / {len(val)} val scenes (data seed {config.data_seed}), {positives:.1%} vehicle"
-    return BevData(train, val, note + " cells")
+    rig = "its own rig and calibration error per scene" if per_scene_rig(config.world) else "one exact rig"
+    note = (
+        f"ToyBEV {len(train)} train / {len(val)} val / {config.test_scenes} test scenes (data seed "
+        f"{config.data_seed}, {rig}), {positives:.1%} vehicle cells"
+    )
+    return BevData(train, val, note, test)
 
 
 def nuscenes_data(config: LaraConfig) -> BevData:
@@ -148,28 +165,54 @@ def _curve(result: FitResult) -> list[list[float]]:
     return [[step, value] for step, value in sorted(points.items())]
 
 
+def pos_weight_of(config: LaraConfig, data: BevData) -> float:
+    """The BCE positive weight: the configured one, or negatives / positives of the training maps (0)."""
+    if config.pos_weight > 0:
+        return config.pos_weight
+    return positive_weight(torch.stack([data.train[i]["bev"] for i in range(len(data.train))]))  # type: ignore[arg-type]
+
+
 def train_arm(ctx: Context[LaraConfig], unit: Unit) -> tuple[FitResult, BevSegmentation, BevData, UnitResult]:
-    """Train one arm for one seed; return the fit, the task, the data and the unit's result (val metrics etc.)."""
+    """Train one arm for one seed (weights selected on validation), score the reported split; return all parts."""
     config, data = ctx.config, load_data(ctx)
     grid, model_config = config.grid, config.model_config
+    weight = pos_weight_of(config, data)
     task = BevSegmentation(
-        lambda: build_model(unit.name, model_config, grid), data.train, {"val": data.val}, grid, config.pos_weight,
+        lambda: build_model(unit.name, model_config, grid),
+        data.train,
+        {"val": data.val},
+        grid,
+        weight,
         config.radial_bins,
+        select_key=("val", "iou_all") if config.select_best else None,
     )
     result = ctx.fit(task, config.loop)
-    metrics = {f"val_{k}": v for k, v in result.metrics["val"].items()}
-    metrics["params_m"] = sum(p.numel() for p in result.model.parameters()) / 1e6
-    metrics["latency_ms"] = latency_ms(result.model, data.val[0], config.latency_runs)
+    model, val_metrics = result.model, result.metrics["val"]
+    if task.best_weights:
+        model.load_state_dict(task.best_weights)
+        val_metrics = ctx.engine.evaluate(task, model, {"val": data.val}, batch_size=_eval_batch(config))["val"]
+    reported = val_metrics
+    if data.test is not None:
+        reported = ctx.engine.evaluate(task, model, {"test": data.test}, batch_size=_eval_batch(config))["test"]
+    metrics = dict(reported) | {f"val_{k}": v for k, v in val_metrics.items()}
+    metrics["selected_step"] = float(task.best_step if task.best_weights else result.steps)
+    metrics["pos_weight"] = weight
+    metrics["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    metrics["latency_ms"] = latency_ms(model, data.val[0], config.latency_runs)
     metrics["train_s"] = result.wall_s
     arrays: dict[str, torch.Tensor] = {}
-    shown = min(config.figure_scenes, len(data.val))  # type: ignore[arg-type]
+    shown = min(config.figure_scenes, len(data.report))  # type: ignore[arg-type]
     if unit.seed == config.seeds[0] and shown:
-        batch = default_collate([data.val[i] for i in range(shown)])
-        arrays = {"predictions": predict_bev(result.model, batch).cpu(), "truth": batch["bev"][:, 0].float()}
+        batch = default_collate([data.report[i] for i in range(shown)])
+        arrays = {"predictions": predict_bev(model, batch).cpu(), "truth": batch["bev"][:, 0].float()}
     unit_result = UnitResult.one_row(
         unit, metrics, dataset=config.source, arrays=arrays, val_curve=_curve(result), data_note=data.note
     )
     return result, task, data, unit_result
+
+
+def _eval_batch(config: LaraConfig) -> int:
+    return config.loop.eval_batch_size or config.loop.batch_size
 
 
 def run_unit(ctx: Context[LaraConfig], unit: Unit) -> UnitResult:
@@ -184,8 +227,7 @@ def run_robustness_unit(ctx: Context[LaraConfig], unit: Unit) -> UnitResult:
     cameras = len(config.world.camera_yaws_deg)
     sets: dict[str, Dataset] = {f"drop{c}": CameraDropout(data.val, c) for c in range(cameras)}
     sets["noise"] = ExtrinsicNoise(data.val, config.noise_yaw_deg, config.noise_trans_m, seed=config.data_seed)
-    batch_size = config.loop.eval_batch_size or config.loop.batch_size
-    scores = ctx.engine.evaluate(task, result.model, sets, batch_size=batch_size)
+    scores = ctx.engine.evaluate(task, result.model, sets, batch_size=_eval_batch(config))
     drops = [scores[f"drop{c}"]["iou_all"] for c in range(cameras)]
     metrics = unit_result.rows[0]["metrics"]
     metrics["val_iou_all_drop_mean"] = statistics.fmean(drops)
@@ -206,14 +248,26 @@ def learned(rows: list[dict[str, Any]], names: tuple[str, ...]) -> Precondition:
 
 
 def verdict(config: LaraConfig, rows: list[dict[str, Any]]) -> Verdict:
-    """LaRa beats every reference arm that ran (lift, dense, lara-camidx) on val IoU(all), paired over seeds.
+    """LaRa beats the dense BEV-query attention and its camera-index ablation at equal steps (IoU@0.5, paired).
 
-    Every comparison must be "better" for "supported" (an intersection of one-sided 5 % tests: no multiplicity
-    correction is needed); one "worse" refutes. Precondition: LaRa left its initial plateau.
+    Every comparison that ran must be "better" for "supported" (an intersection of one-sided 5 % tests: no
+    multiplicity correction is needed); one "worse" refutes. Precondition: LaRa left its initial plateau. The
+    geometric lift is a reference line (:func:`lift_line`), not voted: the paper claims to beat earlier transformer
+    methods, not geometry.
     """
     names = {row["name"] for row in rows}
     comparisons = [compare(rows, METRIC, better="lara", reference=arm) for arm in REFERENCE_ARMS if arm in names]
-    return claim_verdict(comparisons, [learned(rows, ("lara",))], claim="LaRa beats the other view transforms")
+    if not comparisons:  # only the lift ran next to LaRa: judge against it
+        comparisons = [compare(rows, METRIC, better="lara", reference=REFERENCE_LINE)]
+    claim = "LaRa beats the dense attention and the camera-index embedding at equal steps"
+    return claim_verdict(comparisons, [learned(rows, ("lara",))], claim=claim)
+
+
+def lift_line(rows: list[dict[str, Any]]) -> str:
+    """LaRa against the geometric lift (reported, not voted), on IoU@0.5 and AP."""
+    if not metric_values(rows, METRIC, REFERENCE_LINE) or not metric_values(rows, METRIC, "lara"):
+        return "the lift reference line did not run"
+    return " | ".join(compare(rows, m, better="lara", reference=REFERENCE_LINE).describe() for m in (METRIC, "ap"))
 
 
 def robustness_verdict(config: LaraConfig, rows: list[dict[str, Any]]) -> Verdict:
@@ -265,13 +319,19 @@ def figures(fig: FigureInput[LaraConfig]) -> list[str]:
 
 
 def notes(config: LaraConfig, records: list[UnitRecord]) -> str:
-    """Data, grid, loop and protocol."""
+    """Data, grid, loop, protocol, and the lift reference line."""
     grid, loop = config.grid, config.loop
+    rows = [row for record in records for row in record.rows]
+    selection = "the best validation IoU@0.5 over the evaluations" if config.select_best else "the last weights"
     return (
         f"{records[0].extras.get('data_note', '')}; grid {grid.shape[0]}x{grid.shape[1]} at {grid.res} m (rows = "
-        f"forward x); {loop.max_steps} steps, batch {loop.batch_size} per process, lr {loop.lr:g} ({loop.schedule}); "
-        "IoU@0.5 accumulated over the val set ('val (selection)' protocol: no separate test split); val_iou_vis2 "
-        "ignores cells of vehicles < 40 % visible; latency: median forward ms, batch 1"
+        f"forward x); {loop.max_steps} steps, batch {loop.batch_size} per process, lr {loop.lr:g} ({loop.schedule}), "
+        f"evaluation every {loop.eval_every} steps, weights kept: {selection}; pos_weight "
+        f"{'from the class ratio' if config.pos_weight == 0 else config.pos_weight}. Metrics without prefix are on "
+        f"the {config.report_split} split (val_* on validation): iou_all = IoU@0.5 accumulated over the set, ap = "
+        "average precision over cells, iou_best = IoU at the best threshold of that set (optimistic), iou_vis2 "
+        "ignores cells of vehicles < 40 % visible; latency: median forward ms, batch 1. Reference line (not voted): "
+        f"{lift_line(rows)}"
     )
 
 

@@ -33,6 +33,45 @@ def bev_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = PAPE
     return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=weight)
 
 
+def positive_weight(bev: torch.Tensor) -> float:
+    """``pos_weight`` from the class ratio of a set of BEV maps: negatives / positives (spec section 6)."""
+    positives = float(bev.float().sum())
+    if positives <= 0:
+        raise ValueError("the training maps hold no positive cell; pos_weight cannot come from the class ratio")
+    return (bev.numel() - positives) / positives
+
+
+def ranking_metrics(scores: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Threshold-free quality of per-cell scores over a whole set: average precision and the best IoU.
+
+    AP = Σ_i (R_i − R_{i−1})·P_i over the distinct score thresholds (scikit-learn's definition); the best IoU is
+    ``max_t TP_t / (TP_t + FP_t + FN_t)`` over every threshold t (cells with score ≥ t are positive), reported with
+    that threshold as a probability when the scores are probabilities.
+
+    Args:
+        scores: per-cell scores (any shape), larger = more likely positive.
+        target: 0/1 labels of the same shape.
+
+    Returns:
+        ``{"ap", "iou_best", "iou_best_threshold"}`` (NaN without positives).
+    """
+    s, y = scores.flatten().double(), target.flatten().double()
+    positives = float(y.sum())
+    if positives == 0:
+        return {"ap": float("nan"), "iou_best": float("nan"), "iou_best_threshold": float("nan")}
+    s, order = torch.sort(s, descending=True, stable=True)
+    y = y[order]
+    tp, fp = torch.cumsum(y, 0), torch.cumsum(1 - y, 0)
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[1:] != s[:-1]  # the last cell of each group of tied scores closes a threshold
+    tp, fp, thresholds = tp[last], fp[last], s[last]
+    precision, recall = tp / (tp + fp), tp / positives
+    ap = float((torch.diff(recall, prepend=torch.zeros(1, dtype=recall.dtype)) * precision).sum())
+    iou = tp / (positives + fp)
+    best = int(torch.argmax(iou))
+    return {"ap": ap, "iou_best": float(iou[best]), "iou_best_threshold": float(thresholds[best])}
+
+
 def visibility_valid_mask(visibility: torch.Tensor, min_visibility: int) -> torch.Tensor:
     """Cells that count under a visibility filter: background (255) or a vehicle with token ≥ ``min_visibility``.
 

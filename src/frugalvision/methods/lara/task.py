@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from frugalvision.engine import Task
-from frugalvision.methods.lara.functional import PAPER_POS_WEIGHT, BevIoU, bev_bce
+from frugalvision.methods.lara.functional import PAPER_POS_WEIGHT, BevIoU, bev_bce, ranking_metrics
 from frugalvision.methods.lara.geometry import BevGrid
 
 
@@ -23,6 +24,8 @@ class BevSegmentation(Task):
         grid: the BEV grid.
         pos_weight: positive weight of the BCE.
         radial_bins: distance bins (m) for extra IoUs.
+        select_key: ``(eval set, metric)`` whose maximum over the evaluations picks the weights kept (the official
+            code keeps the best validation IoU); None keeps the last weights.
     """
 
     def __init__(
@@ -33,9 +36,13 @@ class BevSegmentation(Task):
         grid: BevGrid,
         pos_weight: float = PAPER_POS_WEIGHT,
         radial_bins: tuple[tuple[float, float], ...] = (),
+        select_key: tuple[str, str] | None = None,
     ) -> None:
         self.model_fn, self.train_set, self.eval_sets = model_fn, train_set, eval_sets
         self.grid, self.pos_weight, self.radial_bins = grid, pos_weight, radial_bins
+        self.select_key = select_key
+        self.best_score, self.best_step = float("-inf"), -1
+        self.best_weights: dict[str, torch.Tensor] = {}
 
     def build_model(self) -> nn.Module:
         """Fresh model."""
@@ -64,4 +71,23 @@ class BevSegmentation(Task):
         """IoU@0.5 accumulated over the whole set: "all", "vis ≥ 2" and the radial bins."""
         meter = BevIoU(self.grid, self.radial_bins)
         meter.update(outputs["logits"], outputs["bev"], outputs["visibility"])
-        return meter.compute()
+        return meter.compute() | ranking_metrics(outputs["logits"].float().sigmoid(), outputs["bev"])
+
+    def on_evaluate(self, model: nn.Module, step: int, metrics: dict[str, dict[str, float]]) -> None:
+        """Keep a copy of the weights with the best ``select_key`` value (ties keep the earlier weights)."""
+        if self.select_key is None:
+            return
+        score = metrics.get(self.select_key[0], {}).get(self.select_key[1], float("nan"))
+        if score == score and score > self.best_score:
+            self.best_score, self.best_step = float(score), int(step)
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best weights so far and their step and score (saved in checkpoints: resume stays exact)."""
+        return {"best_score": self.best_score, "best_step": self.best_step, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best_score = float(state.get("best_score", float("-inf")))
+        self.best_step = int(state.get("best_step", -1))
+        self.best_weights = dict(state.get("best_weights", {}))

@@ -22,6 +22,7 @@ from frugalvision.methods.lara.geometry import (
     pinhole_intrinsics,
     rasterize_boxes,
     visibility_token,
+    yaw_matrix,
 )
 
 CAMERA_NAMES = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
@@ -49,6 +50,13 @@ class WorldConfig:
         bev_res: BEV cell size (m); the grid spans ±extent.
         fog_distance: distance scale of the exponential fog (m).
         noise_std: std of the Gaussian pixel noise.
+        rig_yaw_std_deg: per-scene, per-camera std of the true camera yaw around its nominal value (degrees):
+            every scene gets its own rig, so rays are no constant positional code.
+        rig_height_std: per-scene, per-camera std of the true camera height (m).
+        rig_offset_std: per-scene, per-camera std of the true camera offset along its axis (m).
+        calib_yaw_std_deg: per-camera yaw error of the calibration handed to the models (degrees): the images are
+            rendered with the true rig, the sample holds the erroneous one, so no model has oracle geometry.
+        calib_trans_std_m: per-camera, per-axis translation error of the handed calibration (m).
     """
 
     image_height: int = 32
@@ -67,6 +75,11 @@ class WorldConfig:
     bev_res: float = 1.0
     fog_distance: float = 60.0
     noise_std: float = 0.02
+    rig_yaw_std_deg: float = 0.0
+    rig_height_std: float = 0.0
+    rig_offset_std: float = 0.0
+    calib_yaw_std_deg: float = 0.0
+    calib_trans_std_m: float = 0.0
 
     @property
     def grid(self) -> BevGrid:
@@ -94,19 +107,41 @@ class Boxes:
         return int(self.center.shape[0])
 
 
-def camera_rig(config: WorldConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Intrinsics (N, 3, 3), camera-to-ego rotations (N, 3, 3) and centres (N, 3) of the six cameras."""
+Rig = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def camera_rig(config: WorldConfig, generator: torch.Generator | None = None) -> Rig:
+    """Intrinsics (N, 3, 3), camera-to-ego rotations (N, 3, 3) and centres (N, 3) of the six cameras.
+
+    With a generator and non-zero ``rig_*_std`` fields, each camera's yaw, height and offset are drawn around their
+    nominal values (one rig per scene).
+    """
+    n = len(config.camera_yaws_deg)
     yaws = torch.tensor([math.radians(y) for y in config.camera_yaws_deg])
+    height, offset = torch.full((n,), config.camera_height), torch.full((n,), config.camera_offset)
+    if generator is not None:
+        for std, value, scale in (
+            (config.rig_yaw_std_deg, yaws, math.pi / 180),
+            (config.rig_height_std, height, 1.0),
+            (config.rig_offset_std, offset, 1.0),
+        ):
+            if std > 0:
+                value += std * scale * torch.randn(n, generator=generator)
     k = torch.stack([pinhole_intrinsics(config.image_width, config.image_height, f) for f in config.camera_hfov_deg])
     rot = camera_rotation(yaws)
-    trans = torch.stack(
-        [
-            config.camera_offset * torch.cos(yaws),
-            config.camera_offset * torch.sin(yaws),
-            torch.full_like(yaws, config.camera_height),
-        ],
-        dim=-1,
-    )
+    trans = torch.stack([offset * torch.cos(yaws), offset * torch.sin(yaws), height], dim=-1)
+    return k, rot, trans
+
+
+def calibration_error(config: WorldConfig, rig: Rig, generator: torch.Generator) -> Rig:
+    """The rig as handed to the models: each camera's rotation off by a yaw error, its centre by a shift."""
+    k, rot, trans = rig
+    n = rot.shape[0]
+    if config.calib_yaw_std_deg > 0:
+        yaw = torch.randn(n, generator=generator) * math.radians(config.calib_yaw_std_deg)
+        rot = yaw_matrix(yaw) @ rot
+    if config.calib_trans_std_m > 0:
+        trans = trans + config.calib_trans_std_m * torch.randn(n, 3, generator=generator)
     return k, rot, trans
 
 
@@ -205,15 +240,23 @@ class RenderedScene:
     box_token: torch.Tensor
 
 
-def render_scene(config: WorldConfig, boxes: Boxes, generator: torch.Generator | None = None) -> RenderedScene:
+def render_scene(
+    config: WorldConfig,
+    boxes: Boxes,
+    generator: torch.Generator | None = None,
+    rig: Rig | None = None,
+    calibration: Rig | None = None,
+) -> RenderedScene:
     """Render the six cameras and the BEV ground truth of a scene.
 
-    The sample dict holds ``images`` (N, 3, H, W) in [0, 1], ``intrinsics`` (N, 3, 3), ``rotation`` (N, 3, 3,
-    camera-to-ego), ``translation`` (N, 3), ``bev`` (1, rows, cols) float 0/1 vehicle map and ``visibility`` (rows,
-    cols) long: the token (1–4) of the box covering the cell, 255 elsewhere.
+    ``rig`` is the true camera rig used to render (default: the nominal one); ``calibration`` is the rig written
+    into the sample for the models (default: the true one). The sample dict holds ``images`` (N, 3, H, W) in [0, 1],
+    ``intrinsics`` (N, 3, 3), ``rotation`` (N, 3, 3, camera-to-ego), ``translation`` (N, 3), ``bev`` (1, rows, cols)
+    float 0/1 vehicle map and ``visibility`` (rows, cols) long: the token (1–4) of the box covering the cell, 255
+    elsewhere.
     """
     h, w = config.image_height, config.image_width
-    k, rot, trans = camera_rig(config)
+    k, rot, trans = rig if rig is not None else camera_rig(config)
     origins, dirs = camera_rays(k, rot, trans, h, w, stride=1)
     n = k.shape[0]
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
@@ -266,21 +309,44 @@ def render_scene(config: WorldConfig, boxes: Boxes, generator: torch.Generator |
     grid = config.grid
     bev = rasterize_boxes(grid, boxes.center, boxes.size[:, :2], boxes.yaw)
     vis = rasterize_boxes(grid, boxes.center, boxes.size[:, :2], boxes.yaw, tokens, background=VISIBILITY_IGNORE)
+    given_k, given_rot, given_trans = calibration if calibration is not None else (k, rot, trans)
     sample = {
         "images": images,
-        "intrinsics": k,
-        "rotation": rot,
-        "translation": trans,
+        "intrinsics": given_k,
+        "rotation": given_rot,
+        "translation": given_trans,
         "bev": bev.float().unsqueeze(0),
         "visibility": vis,
     }
     return RenderedScene(sample, boxes, depth.reshape(n, h, w), instance.reshape(n, h, w), ratio, tokens)
 
 
+def per_scene_rig(config: WorldConfig) -> bool:
+    """Whether scenes get their own rig or calibration error (else every scene uses the nominal, exact rig)."""
+    return any(
+        v > 0
+        for v in (
+            config.rig_yaw_std_deg,
+            config.rig_height_std,
+            config.rig_offset_std,
+            config.calib_yaw_std_deg,
+            config.calib_trans_std_m,
+        )
+    )
+
+
 def generate_scenes(config: WorldConfig, count: int, seed: int) -> list[RenderedScene]:
-    """Render ``count`` scenes deterministically from ``seed``."""
+    """Render ``count`` scenes deterministically from ``seed`` (each with its own rig and calibration error if set)."""
     generator = torch.Generator().manual_seed(seed)
-    return [render_scene(config, sample_boxes(config, generator), generator) for _ in range(count)]
+    scenes = []
+    for _ in range(count):
+        boxes = sample_boxes(config, generator)
+        rig = calibration = None
+        if per_scene_rig(config):
+            rig = camera_rig(config, generator)
+            calibration = calibration_error(config, rig, generator)
+        scenes.append(render_scene(config, boxes, generator, rig, calibration))
+    return scenes
 
 
 class SceneDataset(Dataset):
