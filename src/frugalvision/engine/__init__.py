@@ -16,12 +16,17 @@ _WHERE = {
     "default_optimizer": "loop",
     "FabricConfig": "config",
     "LoopConfig": "config",
+    "checkpoint_candidates": "checkpoint",
     "latest_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "load_weights": "checkpoint",
     "safe_torch_load": "checkpoint",
     "save_checkpoint": "checkpoint",
     "save_weights": "checkpoint",
+    "verify_checkpoint": "checkpoint",
+    "RunLock": "runlock",
+    "GlobalBatchNorm": "syncbn",
+    "convert_sync_batchnorm": "syncbn",
     "all_gather_with_grad": "distributed",
     "gather_global_batch": "distributed",
     "rank_and_world_size": "distributed",
@@ -51,18 +56,22 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from frugalvision.engine.checkpoint import (
+        checkpoint_candidates,
         latest_checkpoint,
         load_checkpoint,
         load_weights,
         safe_torch_load,
         save_checkpoint,
         save_weights,
+        verify_checkpoint,
     )
     from frugalvision.engine.config import FabricConfig, LoopConfig
     from frugalvision.engine.distributed import all_gather_with_grad, gather_global_batch, rank_and_world_size
     from frugalvision.engine.ema import WeightEma
     from frugalvision.engine.loop import Engine, FitResult, Task, default_optimizer
     from frugalvision.engine.optim import CompositeOptimizer
+    from frugalvision.engine.runlock import RunLock
     from frugalvision.engine.sampler import GlobalBatchSampler, shuffled_order
     from frugalvision.engine.schedule import warmup_cosine_lr
     from frugalvision.engine.seeding import derive_seed, seed_everything
+    from frugalvision.engine.syncbn import GlobalBatchNorm, convert_sync_batchnorm

@@ -323,7 +323,12 @@ def run_experiment(experiment: Experiment[Any], config: RunConfig) -> dict[str, 
     engine = Engine(config.fabric, progress=config.progress)
     engine.launch()
     lock = RunLock(out_dir)
-    _on_main(engine, lambda: (_check_writable(out_dir), lock.acquire()))
+
+    def take_the_folder() -> None:
+        _check_writable(out_dir)
+        lock.acquire()
+
+    _on_main(engine, take_the_folder)
     try:
         return _run_locked(experiment, study, config, units, out_dir, engine)
     finally:
