@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from frugalvision.data import provenance
 from frugalvision.data.arrays import ImageArrays
 from frugalvision.errors import DataError
 
@@ -181,5 +182,6 @@ def load_cifar(
         raise DataError(f"{folder}: labels span [{labels.min()}, {labels.max()}] for {count} classes; re-extract it")
     names = _names(folder, variant, kind, label)
     classes = names if names is not None and len(names) == count else [str(i) for i in range(count)]
+    provenance.record_source(variant, folder, "train" if train else "test")
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
     return ImageArrays(images, torch.from_numpy(labels), classes, variant)
