@@ -199,10 +199,11 @@ def paper() -> MimoRunConfig:
 
     Batch 64 processed samples = 16 unique images x b = 4 (MixMo's unit, M1); lr = 0.1 / (2 b) (M2: 0.0125 for
     b = 4, 0.05 for the single network); SGD nesterov 0.9 without weight decay and L2 3e-4 * sum of squares of every
-    parameter in the loss (M3); one epoch of MixMo (3,125 steps) of warm-up; lr x 0.1 at epochs 101, 201, 226 of
-    300. Every row runs the MixMo rows' 937,500 steps (equal steps; MixMo itself compares at equal epochs).
+    parameter in the loss (M3); one MixMo epoch of warm-up; lr x 0.1 at epochs 101, 201, 226 of 300. An epoch is
+    45,000 training images x b / 64 = 2,812 steps (5,000 of the 50,000 are held out for validation); every row runs
+    the MixMo rows' 300 epochs of steps (equal steps; MixMo itself compares rows at equal epochs).
     """
-    epoch = 50_000 * 4 // 64
+    epoch = 45_000 * 4 // 64
     return replace(
         BASE,
         preset="paper",
