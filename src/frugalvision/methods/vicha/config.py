@@ -62,7 +62,8 @@ class ViCHAConfig(RunConfig):
         mim_depth: MIM decoder blocks [2].
         mim_heads: MIM decoder heads [16].
         grad_checkpointing: recompute layers in the backward pass (GPU memory).
-        queue_size: momentum queue [65,536].
+        queue_size: momentum queue [65,536]; 32 (one batch) offline: with 256 the small from-scratch encoders
+            collapse onto telling fresh from stale queue entries within our budgets (README, calibration).
         momentum: EMA decay [0.995].
         alpha: distillation weight [0.4].
         alpha_ramp_epochs: epochs of the linear alpha ramp [1].
@@ -117,7 +118,7 @@ class ViCHAConfig(RunConfig):
     mim_depth: int = 1
     mim_heads: int = 4
     grad_checkpointing: bool = False
-    queue_size: int = 256
+    queue_size: int = 32
     momentum: float = 0.995
     alpha: float = 0.4
     alpha_ramp_epochs: float = 1.0
