@@ -49,6 +49,8 @@ from frugalvision.methods.mimo.sharing import (
     solo_cka,
     solo_features,
 )
+from frugalvision.metrics.calibration import ensemble_metrics
+from frugalvision.seeding import derive_seed
 
 METHOD = "mimo"
 CLAIM = (
@@ -200,8 +202,6 @@ def run_single(ctx: Context[MimoRunConfig], unit: Unit) -> UnitResult:
 
 def second_member_seed(seed: int) -> int:
     """Seed of the deep ensemble's second member (another init and data order than the first)."""
-    from frugalvision.seeding import derive_seed
-
     return derive_seed("mimo-ensemble-member", seed)
 
 
@@ -347,8 +347,6 @@ def run_variant(ctx: Context[MimoRunConfig], unit: Unit) -> UnitResult:
     unmix = unit.params["unmix"]
     model, cost = train(ctx, "cutmixmo-unmix" if unmix else "cutmixmo", width, data, unmix)
     val = member_logits([model], data.val.images, data.normalise)
-    from frugalvision.metrics.calibration import ensemble_metrics
-
     metrics = {f"val_{k}": v for k, v in ensemble_metrics(val, data.val.labels).items()}
     metrics |= {"enc_overlap": encoder_overlap(model.encoders), "train_s": cost["train_s"]}
     return UnitResult.one_row(unit, metrics, dataset=data.source)
