@@ -94,3 +94,26 @@ def test_bad_inputs():
         retrieval_metrics(torch.zeros(2, 2), ks=(0,))
     with pytest.raises(DataError, match="same shape"):
         bagged_retrieval(torch.zeros(5, 3), torch.zeros(4, 3), bag_size=2)
+
+
+def test_column_queries_without_transpose_equal_the_transposed_matrix_and_std_over_bags():
+    from frugalvision.metrics.retrieval import _check_sim, _column_ranks, _row_ranks
+
+    gen = torch.Generator().manual_seed(0)
+    sim = torch.randn(40, 40, generator=gen).round(decimals=1)  # ties included
+    assert torch.equal(_column_ranks(_check_sim(sim)), _row_ranks(_check_sim(sim.T.contiguous())))
+    img, txt = torch.randn(50, 8, generator=gen), torch.randn(50, 8, generator=gen)
+    plain = bagged_retrieval(img, txt, bag_size=20, n_bags=4, seed=3)
+    spread = bagged_retrieval(img, txt, bag_size=20, n_bags=4, seed=3, with_std=True)
+    gen_bags = torch.Generator().manual_seed(3)
+    r1 = []
+    for _ in range(4):  # brute force: the same bags, metrics per bag, then mean and sample std
+        idx = torch.randperm(50, generator=gen_bags)[:20]
+        a = torch.nn.functional.normalize(img[idx], dim=1)
+        b = torch.nn.functional.normalize(txt[idx], dim=1)
+        r1.append(retrieval_metrics(a @ b.T)["R@1"])
+    direction = spread["image_to_text"]
+    assert direction["R@1"] == pytest.approx(sum(r1) / 4) and direction["R@1_std"] == pytest.approx(
+        float(torch.tensor(r1).std())
+    )
+    assert {k: v for k, v in direction.items() if not k.endswith("_std")} == plain["image_to_text"]

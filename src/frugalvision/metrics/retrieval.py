@@ -63,9 +63,17 @@ def retrieval_ranks(sim: Tensor) -> Tensor:
         Long tensor ``[N]`` with ``rank_i = 1 + #{j : sim[i, j] > sim[i, i]}`` (ties count in the query's favour).
 
     """
-    sim_t = _check_sim(sim)
-    positives = sim_t.diagonal().unsqueeze(1)
-    return 1 + (sim_t > positives).sum(dim=1)
+    return _row_ranks(_check_sim(sim))
+
+
+def _row_ranks(sim: Tensor) -> Tensor:
+    """Ranks of the row queries of a checked matrix."""
+    return 1 + (sim > sim.diagonal().unsqueeze(1)).sum(dim=1)
+
+
+def _column_ranks(sim: Tensor) -> Tensor:
+    """Ranks of the column queries (those of ``sim.T``) without transposing: one pass over contiguous rows."""
+    return 1 + (sim > sim.diagonal().unsqueeze(0)).sum(dim=0)
 
 
 def _metrics_from_ranks(ranks: Tensor, ks: tuple[int, ...]) -> dict[str, float]:
@@ -114,8 +122,11 @@ def bidirectional_retrieval(
     """
     if len(names) != 2 or names[0] == names[1]:
         raise ConfigError(f"names must be two distinct keys (row queries, column queries); got {names!r}")
-    sim_t = _check_sim(sim)
-    return {names[0]: retrieval_metrics(sim_t, ks), names[1]: retrieval_metrics(sim_t.T, ks)}
+    sim_t, ks_t = _check_sim(sim), _check_ks(ks)  # one finiteness check, both directions on the same memory
+    return {
+        names[0]: _metrics_from_ranks(_row_ranks(sim_t), ks_t),
+        names[1]: _metrics_from_ranks(_column_ranks(sim_t), ks_t),
+    }
 
 
 def bagged_retrieval(
@@ -126,6 +137,7 @@ def bagged_retrieval(
     seed: int = 0,
     ks: Sequence[int] = (1, 5, 10),
     names: tuple[str, str] = ("image_to_text", "text_to_image"),
+    with_std: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Recipe1M-style bagged evaluation (the 1k / 10k protocol): metrics averaged over random subsets.
 
@@ -142,6 +154,8 @@ def bagged_retrieval(
         ks: Cut-offs K for ``R@K``.
         names: Keys for the ``img -> txt`` (row) and ``txt -> img`` (column) directions, as in
             :func:`bidirectional_retrieval`; e.g. ``("image_to_recipe", "recipe_to_image")``.
+        with_std: also return each metric's standard deviation over the bags as ``"<metric>_std"`` (ddof 1; 0 for
+            one bag).
 
     Returns:
         ``{names[0]: {"R@1", ..., "medR"}, names[1]: {...}}``, each value the mean over bags.
@@ -163,12 +177,19 @@ def bagged_retrieval(
     img = F.normalize(img.float(), dim=1)
     txt = F.normalize(txt.to(img.device).float(), dim=1)
     gen = torch.Generator().manual_seed(int(seed))
-    totals: dict[str, dict[str, float]] = {}
+    per_bag: dict[str, dict[str, list[float]]] = {}
     for _ in range(n_bags):
         idx = torch.randperm(n, generator=gen)[:bag_size].to(img.device)
         bag = bidirectional_retrieval(img[idx] @ txt[idx].T, ks_t, names)
         for direction, metrics in bag.items():
-            acc = totals.setdefault(direction, dict.fromkeys(metrics, 0.0))
+            acc = per_bag.setdefault(direction, {key: [] for key in metrics})
             for key, value in metrics.items():
-                acc[key] += value
-    return {d: {k: v / n_bags for k, v in m.items()} for d, m in totals.items()}
+                acc[key].append(value)
+    out: dict[str, dict[str, float]] = {}
+    for direction, metrics in per_bag.items():
+        out[direction] = {key: float(np.mean(values)) for key, values in metrics.items()}
+        if with_std:
+            out[direction] |= {
+                f"{key}_std": float(np.std(values, ddof=1)) if n_bags > 1 else 0.0 for key, values in metrics.items()
+            }
+    return out

@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import pytest
+import torch
 
 from frugalvision.errors import ConfigError
 from frugalvision.harness import run_experiment
@@ -124,7 +125,9 @@ def test_config_validation_names_the_field():
     assert set(experiment.EXPERIMENT.presets) == {"smoke", "standard", "extended", "paper"}
     assert set(experiment.EXPERIMENT.studies) == {"ablations"}
     paper = experiment.paper()
-    assert paper.loop.batch_size == 100 and paper.image_lr_scale == 0.1 and paper.freeze_image_epochs == 20
+    assert paper.loop.batch_size == 100 and paper.freeze_image_epochs == 20
+    # an ImageNet backbone pairs the 0.05 starting margin with the full learning rate (CLIP: 0.18 with 0.1 x)
+    assert paper.image.backbone == "efficientnet_lite0" and paper.image_lr_scale == 1.0 and paper.margin_start == 0.05
     standard = experiment.standard()
     assert len(standard.seeds) >= 3 and experiment.main_arms(standard) == ("ht_fixed", "tfood")
 
@@ -165,3 +168,43 @@ def test_ablations_study_writes_its_own_results(tmp_path):
     config.study = "variants"
     with pytest.raises(ConfigError, match="study"):
         run_experiment(experiment.EXPERIMENT, config)
+
+
+def test_global_batch_is_the_config_value_and_titles_are_kept_whole(tmp_path):
+    loop = experiment.paper().loop
+    assert experiment.per_process_loop(loop, 4).batch_size == 25 and experiment.per_process_loop(loop, 1) == loop
+    with pytest.raises(ConfigError, match="global batch"):
+        experiment.per_process_loop(loop, 3)
+    from PIL import Image
+
+    from frugalvision.methods.tfood.config import TFoodConfig, build_model
+    from frugalvision.methods.tfood.data import Recipe, RecipeImageDataset
+    from frugalvision.methods.tfood.text import WordTokenizer
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+    long_title = " ".join(f"word{i}" for i in range(50))
+    recipe = Recipe("r0", long_title, ["salt"], ["stir"], "train", [tmp_path / "a.png"], 0)
+    tokenizer = WordTokenizer.fit([long_title, "salt", "stir"])
+    dataset = RecipeImageDataset([recipe], tokenizer, img_size=8)
+    assert dataset.longest_title == 52  # START + 50 words + END: nothing cut
+    model = build_model(TFoodConfig(), len(tokenizer), htd=True, mmr=False, max_title=dataset.longest_title)
+    assert model.recipe_encoder.title_pos.shape[0] == 52
+
+
+def test_protocol_reports_the_spread_over_bags():
+    from frugalvision.methods.tfood.task import retrieval_protocol
+
+    gen = torch.Generator().manual_seed(0)
+    img, rec = torch.randn(60, 8, generator=gen), torch.randn(60, 8, generator=gen)
+    metrics = retrieval_protocol(img, rec, (("bag20", 20, 5),))
+    per_bag = []
+    from frugalvision.methods.tfood.task import bag_indices
+    from frugalvision.metrics import bidirectional_retrieval
+
+    a, b = torch.nn.functional.normalize(img, dim=1), torch.nn.functional.normalize(rec, dim=1)
+    for idx in bag_indices(60, 20, 5):
+        res = bidirectional_retrieval(a[idx] @ b[idx].T)
+        per_bag.append((res["a2b"]["R@1"] + res["b2a"]["R@1"]) / 2)
+    assert metrics["bag20/R@1"] == pytest.approx(sum(per_bag) / 5)
+    assert metrics["bag20/R@1_std"] == pytest.approx(float(torch.tensor(per_bag).std()))
+    assert "bag20/image_to_recipe/medR_std" in metrics

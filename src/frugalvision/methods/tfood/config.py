@@ -69,7 +69,8 @@ class TFoodConfig(RunConfig):
             the evaluations every ``loop.eval_every`` steps and at the end; False reports the last weights.
         protocols: ``(name, bag size, bags)`` of the evaluation (paper: 1k x 10 and 10k x 5).
         eval_seed: seed of the evaluation bags.
-        loop: optimisation (Adam, no weight decay; clip 8).
+        loop: optimisation (Adam, no weight decay; clip 8). ``loop.batch_size`` is the **global** batch: each of
+            the N processes trains on ``loop.batch_size / N`` pairs (the paper's 100 stays 100 on any GPU count).
     """
 
     dataset: str = "mini-recipe1m"
@@ -186,8 +187,8 @@ def arm_losses(arm: str, config: TFoodConfig, steps_per_epoch: int) -> tuple[Los
     raise ConfigError(f"arm {arm!r} is not a trained arm")
 
 
-def build_model(config: TFoodConfig, vocab_size: int, htd: bool, mmr: bool) -> TFoodModel:
-    """The model of one arm."""
+def build_model(config: TFoodConfig, vocab_size: int, htd: bool, mmr: bool, max_title: int = 32) -> TFoodModel:
+    """The model of one arm (``max_title``: title positions, the longest title of the data: titles are kept whole)."""
     recipe = RecipeEncoderConfig(
         vocab_size=vocab_size,
         width=config.recipe_width,
@@ -196,7 +197,7 @@ def build_model(config: TFoodConfig, vocab_size: int, htd: bool, mmr: bool) -> T
         htd_layers=config.htd_layers if htd else 0,
         ffn=config.recipe_ffn,
         dropout=config.dropout,
-        max_title=32,
+        max_title=max_title,
         max_lines=20,
         max_line_tokens=20,
         pretrained_text="minilm" if config.text == "minilm" else None,

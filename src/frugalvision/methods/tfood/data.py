@@ -400,7 +400,7 @@ class RecipeImageDataset(Dataset):
         tokenizer: word tokenizer.
         img_size: image side after resizing.
         train: random image choice and horizontal flips.
-        max_title: title token limit (START/END included).
+        max_title: title token limit (START/END included); None keeps titles whole (the paper).
         max_lines: lines kept per ingredient/instruction list (paper: 20).
         max_ingredient_tokens: tokens per ingredient line (paper: 15).
         max_instruction_tokens: tokens per instruction line (paper: 20).
@@ -415,7 +415,7 @@ class RecipeImageDataset(Dataset):
         tokenizer: WordTokenizer | WordPieceTokenizer,
         img_size: int = 32,
         train: bool = False,
-        max_title: int = 32,
+        max_title: int | None = None,
         max_lines: int = 20,
         max_ingredient_tokens: int = 15,
         max_instruction_tokens: int = 20,
@@ -437,6 +437,7 @@ class RecipeImageDataset(Dataset):
             for r in self.recipes
         ]
         self.labels = torch.tensor([r.label for r in self.recipes], dtype=torch.long)
+        self.longest_title = max(len(title) for title, _, _ in self.tokens)
         self._cache: dict[Path, Tensor] = {}
         if preload:
             for r in self.recipes:

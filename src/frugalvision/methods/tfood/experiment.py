@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from frugalvision.engine.config import FabricConfig, LoopConfig
+from frugalvision.errors import ConfigError
 from frugalvision.harness import (
     Comparison,
     Context,
@@ -105,10 +106,13 @@ def extended() -> TFoodConfig:
 
 
 def paper() -> TFoodConfig:
-    """Recipe1M at paper scale (GPU): batch 100, Adam 1e-5, 120 epochs, margins and sizes of the released configs.
+    """Recipe1M at paper scale (GPU): global batch 100, Adam 1e-5, 120 epochs, sizes of the released configs.
 
     The image backbone is the offline EfficientNet-Lite0 ImageNet model (no CLIP weights offline), frozen for 20
-    epochs at 0.1 x the learning rate; pass ``--data-root`` with ``recipe1m/`` in it.
+    epochs. The released configs pair each backbone with its own margin and learning rate: an ImageNet backbone
+    starts the incremental margin at 0.05 and trains at the full 1e-5 (this preset), CLIP starts at 0.18 and trains
+    at 0.1 x (1e-6): with CLIP weights pass ``--margin-start 0.18 --image-lr-scale 0.1``. Pass ``--data-root`` with
+    ``recipe1m/`` in it.
     """
     steps_per_epoch = 238_407 // 100
     return TFoodConfig(
@@ -131,7 +135,7 @@ def paper() -> TFoodConfig:
         margin_start=0.05,
         margin_delta=0.005,
         freeze_image_epochs=20,
-        image_lr_scale=0.1,
+        image_lr_scale=1.0,
         protocols=(("1k", 1000, 10), ("10k", 10000, 5)),
         fabric=FabricConfig(precision="bf16-mixed"),
         loop=LoopConfig(
@@ -160,6 +164,11 @@ class RecipeData:
     sets: dict[str, RecipeImageDataset]
     tokenizer: WordTokenizer | WordPieceTokenizer
     root: Path
+
+    @property
+    def longest_title(self) -> int:
+        """Tokens of the longest title over every split (titles are kept whole, so the model needs that many)."""
+        return max(d.longest_title for d in self.sets.values())
 
 
 def mini_recipe1m_root(ctx: Context[TFoodConfig]) -> Path:
@@ -206,6 +215,16 @@ def _data(ctx: Context[TFoodConfig]) -> RecipeData:
 
 
 # ------------------------------------------------------------------------------------------------ units
+def per_process_loop(loop: LoopConfig, world_size: int) -> LoopConfig:
+    """The loop one process runs: ``loop.batch_size`` is the global batch, split evenly over the processes."""
+    if loop.batch_size % world_size:
+        raise ConfigError(
+            f"loop.batch_size={loop.batch_size} (the global batch) is not divisible by {world_size} processes; "
+            "pass a multiple of the process count"
+        )
+    return replace(loop, batch_size=loop.batch_size // world_size)
+
+
 def train_arm(ctx: Context[TFoodConfig], arm: str, data: RecipeData) -> tuple[dict[str, float], TFoodModel, list]:
     """Train one arm through ``ctx.fit``; return (row metrics of the selected weights, that model, the history).
 
@@ -213,24 +232,25 @@ def train_arm(ctx: Context[TFoodConfig], arm: str, data: RecipeData) -> tuple[di
     checkpoints and resumes), else the last ones; their test metrics come from one evaluation after training.
     """
     config, sets = ctx.config, data.sets
-    steps_per_epoch = max(1, len(sets["train"]) // (config.loop.batch_size * ctx.engine.world_size))
+    loop = per_process_loop(config.loop, ctx.engine.world_size)
+    steps_per_epoch = max(1, len(sets["train"]) // config.loop.batch_size)
     loss, htd, mmr = arm_losses(arm, config, steps_per_epoch)
     primary = config.protocols[0][0]
     task = TFoodTask(
-        lambda: build_model(config, len(data.tokenizer), htd, mmr),
+        lambda: build_model(config, len(data.tokenizer), htd, mmr, max_title=max(32, data.longest_title)),
         sets["train"],
         {"val": sets["val"]},
         loss,
         steps_per_epoch=steps_per_epoch,
         freeze_image_steps=config.freeze_image_epochs * steps_per_epoch,
         image_lr_scale=config.image_lr_scale,
-        batch_size=config.loop.batch_size,
+        batch_size=loop.batch_size,
         background_fraction=config.background_fraction,
         protocols=config.protocols,
         eval_seed=config.eval_seed,
         select_key=("val", f"{primary}/R@1") if config.select_best else None,
     )
-    result = ctx.fit(task, config.loop)
+    result = ctx.fit(task, loop)
     model = result.model
     if config.select_best and task.best_weights:
         model.load_state_dict(task.best_weights)

@@ -6,7 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -16,7 +18,7 @@ from frugalvision.methods.tfood.data import RecipeImageDataset, class_pair_order
 from frugalvision.methods.tfood.losses import TripletWeights, incremental_margin, itm_loss, triplet_loss
 from frugalvision.methods.tfood.model import RecipeOutput, TFoodModel
 from frugalvision.methods.tfood.text import RecipeTokens
-from frugalvision.metrics import bagged_retrieval, retrieval_metrics
+from frugalvision.metrics import bidirectional_retrieval, retrieval_metrics
 
 __all__ = [
     "LossConfig",
@@ -258,18 +260,26 @@ class TFoodTask(Task):
 def retrieval_protocol(
     image_emb: Tensor, recipe_emb: Tensor, protocols: Sequence[tuple[str, int, int]], seed: int = 0
 ) -> dict[str, float]:
-    """Flat ``{"<protocol>/<direction>/<metric>": value}`` from ``frugalvision.metrics.bagged_retrieval``.
+    """Flat ``{"<protocol>/<direction>/<metric>": mean over bags}`` and each metric's ``..._std`` over the bags.
 
-    ``<protocol>/R@1`` is the mean R@1 of the two directions.
+    The bags are those of ``frugalvision.metrics.bagged_retrieval`` (:func:`bag_indices`), scored with
+    ``bidirectional_retrieval`` on cosine similarities. ``<protocol>/R@1`` is the mean R@1 of the two directions and
+    ``<protocol>/R@1_std`` its standard deviation over the bags (ddof 1).
     """
+    image_emb, recipe_emb = F.normalize(image_emb.float(), dim=1), F.normalize(recipe_emb.float(), dim=1)
     metrics: dict[str, float] = {}
     for name, bag_size, n_bags in protocols:
         size = min(bag_size, image_emb.shape[0])
-        res = bagged_retrieval(image_emb, recipe_emb, size, n_bags, seed=seed, names=DIRECTIONS)
-        for direction, values in res.items():
-            for key, value in values.items():
-                metrics[f"{name}/{direction}/{key}"] = value
-        metrics[f"{name}/R@1"] = (res[DIRECTIONS[0]]["R@1"] + res[DIRECTIONS[1]]["R@1"]) / 2
+        per_bag: dict[str, list[float]] = {}
+        for idx in bag_indices(image_emb.shape[0], size, n_bags, seed):
+            res = bidirectional_retrieval(image_emb[idx] @ recipe_emb[idx].T, names=DIRECTIONS)
+            for direction, values in res.items():
+                for key, value in values.items():
+                    per_bag.setdefault(f"{name}/{direction}/{key}", []).append(value)
+            per_bag.setdefault(f"{name}/R@1", []).append((res[DIRECTIONS[0]]["R@1"] + res[DIRECTIONS[1]]["R@1"]) / 2)
+        for key, values in per_bag.items():
+            metrics[key] = float(np.mean(values))
+            metrics[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return metrics
 
 
