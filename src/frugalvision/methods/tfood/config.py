@@ -65,6 +65,11 @@ class TFoodConfig(RunConfig):
         freeze_image_epochs: epochs with the image backbone frozen (paper 20; 0 for a random-init backbone).
         image_lr_scale: image backbone learning rate / the rest (paper 0.1).
         rerank_k: candidates re-scored by the ITM head.
+        pretrain_steps: steps of the contrastive image-encoder pretraining (image <-> bag of ingredient words,
+            InfoNCE) run once on the training images, cached and loaded by every arm: the CLIP stand-in (0: off).
+        pretrain_batch: global batch of the pretraining.
+        pretrain_lr: AdamW learning rate of the pretraining (cosine, 5 % warm-up).
+        pretrain_temperature: InfoNCE temperature.
         select_best: report the weights with the best validation R@1 (first protocol, mean of both directions) over
             the evaluations every ``loop.eval_every`` steps and at the end; False reports the last weights.
         protocols: ``(name, bag size, bags)`` of the evaluation (paper: 1k x 10 and 10k x 5).
@@ -107,6 +112,10 @@ class TFoodConfig(RunConfig):
     freeze_image_epochs: int = 0
     image_lr_scale: float = 1.0
     rerank_k: int = 10
+    pretrain_steps: int = 0
+    pretrain_batch: int = 64
+    pretrain_lr: float = 1e-3
+    pretrain_temperature: float = 0.07
     select_best: bool = True
     protocols: tuple[tuple[str, int, int], ...] = (("bag100", 100, 2), ("bag200", 200, 1))
     eval_seed: int = 0
@@ -150,6 +159,10 @@ class TFoodConfig(RunConfig):
             raise ConfigError(f"text={self.text!r} is invalid; use 'words' or 'minilm'")
         if not 1 <= self.text_layers <= 6:
             raise ConfigError(f"text_layers={self.text_layers} is invalid; MiniLM-L6 has 1..6 layers")
+        if self.pretrain_steps < 0 or self.pretrain_batch < 2 or self.pretrain_temperature <= 0:
+            raise ConfigError("pretrain_steps must be >= 0, pretrain_batch >= 2 and pretrain_temperature > 0")
+        if self.pretrain_steps and self.image.backbone != "vit":
+            raise ConfigError("pretrain_steps pretrains the random-init ViT; set it to 0 with a pretrained backbone")
         if not 0.0 <= self.background_fraction < 1.0:
             raise ConfigError(f"background_fraction={self.background_fraction} is invalid; use a value in [0, 1)")
 
