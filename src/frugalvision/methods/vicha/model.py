@@ -373,9 +373,21 @@ class ViCHAModel(nn.Module):
 
     # ------------------------------------------------------------------ pre-training step
     def forward(
-        self, batch: Batch, momentum: ViCHAModel, queue: Any, alpha: float, objectives: ObjectiveConfig
-    ) -> PretrainOutput:
-        """One pre-training step's losses (:func:`.objectives.pretrain_losses`); the task updates the queue."""
+        self,
+        batch: Batch,
+        momentum: ViCHAModel | None = None,
+        queue: Any = None,
+        alpha: float = 0.0,
+        objectives: ObjectiveConfig | None = None,
+    ) -> PretrainOutput | tuple[Tensor, Tensor]:
+        """One pre-training step's losses, or (without ``momentum``) the pairs' contrastive (image, text) features.
+
+        The losses are :func:`.objectives.pretrain_losses` (the task updates the queue afterwards); evaluation also
+        goes through ``forward`` so that DDP/FSDP wrappers see a forward call.
+        """
+        if momentum is None or objectives is None:
+            image = self.encode_image(batch.images, batch.concept_ids)
+            return self.image_feature(image), self.text_feature(self.encode_text(batch.text_ids))
         from frugalvision.methods.vicha.objectives import pretrain_losses
 
         return pretrain_losses(self, momentum, batch, queue, alpha, objectives)

@@ -182,9 +182,8 @@ class ViCHATask(Task):
     @torch.no_grad()
     def eval_step(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
         """Contrastive image and text features of each pair (concepts: every stored one)."""
-        image = model.encode_image(batch.images, batch.concept_ids)
-        text = model.encode_text(batch.text_ids)
-        return {"image_feat": model.image_feature(image).float(), "text_feat": model.text_feature(text).float()}
+        image_feat, text_feat = model(batch)
+        return {"image_feat": image_feat.float(), "text_feat": text_feat.float()}
 
     def eval_metrics(self, outputs: dict[str, Tensor]) -> dict[str, float]:
         """Zero-shot retrieval R@K both ways (:func:`retrieval_scores`)."""
