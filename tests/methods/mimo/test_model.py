@@ -189,3 +189,11 @@ def test_a_deep_ensemble_pools_its_members_predictions():
     torch.testing.assert_close(pooled, torch.cat([first(x), second(x)], 1))
     mean_prob = (first(x)[:, 0].double().softmax(-1) + second(x)[:, 0].double().softmax(-1)) / 2
     torch.testing.assert_close(ensemble_log_probs(pooled).exp(), mean_prob)
+
+
+def test_shape_probes_leave_batch_norm_statistics_alone():
+    model = wrap_backbone(timm.create_model("resnet10t", num_classes=5), 2, "soft").train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    assert model.stem_size((3, 32, 32)) == (16, 16)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if "running" in k)
+    assert model.training

@@ -172,29 +172,29 @@ class MimoNetwork(nn.Module):
             self.mask_predictors = nn.ModuleList(nn.Conv2d(stem_channels, 1, 1) for _ in range(num_members))
 
     # ------------------------------------------------------------------ shapes
-    def _probe(self) -> Tensor:
+    @torch.no_grad()
+    def _probe_shape(self, image_shape: Sequence[int] | None = None, through_early: bool = False) -> torch.Size:
+        """Output shape of the first encoder (and the early core) on a zero image, in eval mode (no BN update)."""
         first = next(m for m in self.encoders[0].modules() if isinstance(m, nn.Conv2d))
-        return torch.zeros(1, first.in_channels, 32, 32, device=first.weight.device)
-
-    @torch.no_grad()
-    def _stem_channels(self) -> int:
-        return int(self.encoders[0](self._probe()).shape[1])
-
-    @torch.no_grad()
-    def _channels_before_last(self) -> int:
+        shape = tuple(image_shape) if image_shape is not None else (first.in_channels, 32, 32)
         was = self.training
         self.eval()
-        channels = int(self.early(self.encoders[0](self._probe())).shape[1])
+        out = self.encoders[0](torch.zeros(1, *shape, device=first.weight.device))
+        out = self.early(out) if through_early else out
         self.train(was)
-        return channels
+        return out.shape
 
-    @torch.no_grad()
+    def _stem_channels(self) -> int:
+        return int(self._probe_shape()[1])
+
+    def _channels_before_last(self) -> int:
+        return int(self._probe_shape(through_early=True)[1])
+
     def stem_size(self, image_shape: Sequence[int]) -> tuple[int, int]:
         """``(H', W')`` of the stem output for images of shape ``(C, H, W)``: the grid the masks are drawn on."""
         key = tuple(int(s) for s in image_shape)
         if key not in self._stem_sizes:
-            probe = torch.zeros(1, *key, device=next(self.parameters()).device)
-            shape = self.encoders[0](probe).shape
+            shape = self._probe_shape(key)
             self._stem_sizes[key] = (int(shape[2]), int(shape[3]))
         return self._stem_sizes[key]
 
