@@ -165,6 +165,18 @@ def test_greedy_matches_brute_force_on_recorded_accuracies(trial):
             assert result.selected[0] == result.order[0]
 
 
+def test_greedy_compares_exact_scores_and_orders_ties_by_run_id():
+    from fractions import Fraction
+
+    # runs 1 and 2 tie exactly in individual val: run 1 (the lower id) goes first, as in the official loop
+    individual = [Fraction(1, 2), Fraction(2, 3), Fraction(4, 6)]
+    merged = {(1,): Fraction(2, 3), (1, 2): Fraction(2, 3), (1, 2, 0): Fraction(13, 20), (1, 0): Fraction(3, 5)}
+    result = greedy_select(individual, lambda chosen: merged[tuple(chosen)], tie="ge")
+    assert result.order == [1, 2, 0] and result.selected == [1, 2]  # an exact tie is accepted under ">="
+    strict = greedy_select(individual, lambda chosen: merged[tuple(chosen)], tie="gt", warn_single=False)
+    assert strict.selected == [1]
+
+
 def test_greedy_tie_rules_on_crafted_table():
     scores = [0.5, 0.9, 0.9, 0.7]  # order: 1, 2 (tie broken by index), 3, 0
     table = {(1,): 0.8, (1, 2): 0.8, (1, 2, 3): 0.85, (1, 2, 3, 0): 0.84, (1, 3): 0.81, (1, 3, 0): 0.81}
@@ -183,6 +195,37 @@ def test_functional_ensemble_is_mean_of_softmax():
     expected = sum(torch.softmax(m(x), -1) for m in members) / 4
     torch.testing.assert_close(ensemble_probs(members, x), expected)
     torch.testing.assert_close(FunctionalEnsemble(members)(x).exp(), expected, rtol=1e-5, atol=1e-6)
+
+
+def _official_ma(snapshots: list[dict[str, torch.Tensor]], start: int) -> torch.Tensor:
+    """The official ``MA.update_ma`` on in-place updated weights: before ``start`` the MA *is* the live tensor."""
+    live = snapshots[0]["w"].clone()
+    ma, count = live, 0  # aliased
+    for step, state in enumerate(snapshots, start=1):
+        live.copy_(state["w"])  # the optimiser updates the live weights in place (the alias sees it)
+        if step >= start:
+            count += 1
+            ma = (ma * count + live) / (1.0 + count)
+        else:
+            ma = live
+    return ma
+
+
+def test_task_moving_average_is_the_official_ma_with_its_alias_fixed():
+    """Official: (2 w_s + w_{s+1} + ... + w_T) / (T - s + 2); ours (alias fixed): mean(w_{s-1} .. w_T)."""
+    from frugalvision.methods.diwa.task import DiwaTask
+
+    torch.manual_seed(0)
+    snapshots = [{"w": torch.randn(3, 3)} for _ in range(10)]  # w_1 .. w_10
+    start = 4
+    official = (2 * snapshots[3]["w"] + sum(s["w"] for s in snapshots[4:])) / (10 - 4 + 2)
+    torch.testing.assert_close(_official_ma(snapshots, start), official, rtol=1e-5, atol=1e-6)
+    task = DiwaTask(lambda: nn.Linear(3, 3, bias=False), [], per_domain=1, max_steps=10, ma_start=start)
+    task.build_model()
+    for step, state in enumerate(snapshots, start=1):
+        task.moving_average.update({"weight": state["w"]}, step)
+    fixed = torch.stack([s["w"] for s in snapshots[2:]]).double().mean(0).float()  # w_3 .. w_10
+    torch.testing.assert_close(task.moving_average.state_dict()["weight"], fixed, rtol=0, atol=1e-6)
 
 
 def test_moving_average_equals_mean_of_snapshots_from_start_step():

@@ -63,6 +63,24 @@ def test_training_domain_val_mean_and_merged():
     assert merged == pytest.approx(10 / 12)
 
 
+def test_training_domain_val_is_exact_so_equal_accuracies_tie():
+    """Two runs with equal per-domain fractions (1/3 + 2/3 vs 1/2 + 1/2 of ...) tie exactly, as in the official
+    selection; a float32 mean breaks the tie by rounding noise."""
+    from fractions import Fraction
+
+    def correct(k: int, n: int) -> torch.Tensor:
+        return torch.tensor([1] * k + [0] * (n - k), dtype=torch.bool)
+
+    run_a = [correct(1, 3), correct(2, 3), correct(7, 10)]
+    run_b = [correct(1, 2), correct(1, 2), correct(7, 10)]
+    assert training_domain_val(run_a)[0] == training_domain_val(run_b)[0]
+    assert training_domain_val(run_a)[0] == float((Fraction(1, 3) + Fraction(2, 3) + Fraction(7, 10)) / 3)
+    float32 = [sum(float(c.float().mean()) for c in run) / 3 for run in (run_a, run_b)]
+    assert float32[0] != float32[1]  # the old float32 per-domain means differ in the last bits
+    merged_a = training_domain_val([correct(3, 10), correct(6, 10)])[1]
+    assert merged_a == training_domain_val([correct(5, 10), correct(4, 10)])[1] == 9 / 20
+
+
 def test_validation_data_is_deterministic_across_passes():
     images = torch.randint(0, 255, (20, 1, 8, 8), dtype=torch.uint8)
     arrays = ImageArrays(images, torch.arange(20) % 3, list("abc"), "d")

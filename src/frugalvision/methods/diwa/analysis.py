@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from frugalvision.methods.diwa.averaging import average_state_dicts, buffer_keys, greedy_select
 from frugalvision.methods.diwa.diversity import disagreement, ratio_error
 from frugalvision.methods.diwa.members import MemberRecord
+from frugalvision.methods.diwa.splits import exact_val
 
 __all__ = ["ARMS", "Evaluator", "curves", "pairs", "seed_rows"]
 
@@ -62,16 +64,21 @@ class Evaluator:
         self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def outputs(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Test logits/targets, OOD accuracy, mean per-domain val and merged val of one state dict."""
+        """Test logits/targets, OOD accuracy, validation logits, mean per-domain val and merged val of a state dict.
+
+        Accuracies are exact fractions of the correct counts, rounded once (ties between runs stay exact).
+        """
         self.net.load_state_dict(state)
         logits, targets = self.test.logits(self.net)
-        correct = [(lambda out: out[0].argmax(-1) == out[1])(inputs.logits(self.net)) for inputs in self.val]
+        val_outputs = [inputs.logits(self.net) for inputs in self.val]
+        per_domain, merged = exact_val([out.argmax(-1) == y for out, y in val_outputs])
         return {
             "logits": logits,
             "targets": targets,
-            "ood_acc": float((logits.argmax(-1) == targets).float().mean()),
-            "val": statistics.fmean(float(c.float().mean()) for c in correct),
-            "val_merged": float(torch.cat(correct).float().mean()),
+            "val_outputs": val_outputs,
+            "ood_acc": float(Fraction(int((logits.argmax(-1) == targets).sum()), len(targets))),
+            "val": float(per_domain),
+            "val_merged": float(merged),
         }
 
     def average(self, members: list[MemberRecord], force: bool = False) -> dict[str, Any]:
@@ -91,7 +98,16 @@ class Evaluator:
 
 def _ensemble_acc(single: list[dict[str, Any]], count: int) -> float:
     probs = torch.stack([single[i]["logits"].softmax(-1) for i in range(count)]).mean(0)
-    return float((probs.argmax(-1) == single[0]["targets"]).float().mean())
+    return float(Fraction(int((probs.argmax(-1) == single[0]["targets"]).sum()), len(probs)))
+
+
+def _ensemble_val(single: list[dict[str, Any]], count: int) -> float:
+    """In-domain validation score (mean per-domain accuracy) of the functional ensemble of the first ``count``."""
+    correct = []
+    for domain, (_, targets) in enumerate(single[0]["val_outputs"]):
+        probs = torch.stack([single[i]["val_outputs"][domain][0].softmax(-1) for i in range(count)]).mean(0)
+        correct.append(probs.argmax(-1) == targets)
+    return float(exact_val(correct)[0])
 
 
 def _erm_best(members: list[MemberRecord], count: int) -> int:
@@ -104,18 +120,19 @@ def size_metrics(ev: Evaluator, members: list[MemberRecord], m: int, tie: str = 
     subset = members[:m]
     single = [ev.average([member]) for member in subset]
     best = single[_erm_best(subset, m)]
-    uniform, ens = ev.average(subset), _ensemble_acc(single, m)
+    uniform, ens, ens_val = ev.average(subset), _ensemble_acc(single, m), _ensemble_val(single, m)
     metrics: dict[str, dict[str, float]] = {
         "erm_best": {"ood_acc": best["ood_acc"], "val": best["val"]},
         "member_mean": {
             "ood_acc": statistics.fmean(s["ood_acc"] for s in single),
             "val": statistics.fmean(s["val"] for s in single),
         },
-        "ens": {"ood_acc": ens, "forward_passes": float(m)},
+        "ens": {"ood_acc": ens, "val": ens_val, "forward_passes": float(m)},
         "diwa_uniform": {
             "ood_acc": uniform["ood_acc"],
             "val": uniform["val"],
             "wa_minus_ens": uniform["ood_acc"] - ens,
+            "val_wa_minus_ens": uniform["val"] - ens_val,
             "forward_passes": 1.0,
         },
     }
@@ -167,10 +184,16 @@ def curves(ev: Evaluator, members: list[MemberRecord]) -> dict[str, list[float]]
 
 
 def control_rows(ev: Evaluator, members: list[MemberRecord], scratch: list[MemberRecord], seed: int) -> list[dict]:
-    """The precondition's pair (default hparams from theta_0 vs from scratch) and the negative control."""
+    """The precondition's pair (default hparams from theta_0 vs from scratch) and the negative control.
+
+    Without runs from scratch only ``finetune_default`` is returned.
+    """
+    first = ev.average([members[0]])
+    rows = [{"name": "finetune_default", "seed": seed, "metrics": {"ood_acc": first["ood_acc"], "val": first["val"]}}]
+    if not scratch:
+        return rows
     accs = [ev.outputs(run.state)["ood_acc"] for run in scratch]
     averaged = ev.average(scratch, force=True)["ood_acc"]
-    first = ev.average([members[0]])
     control = {
         "ood_acc": averaged,
         "worst_member_ood_acc": min(accs),
@@ -178,8 +201,7 @@ def control_rows(ev: Evaluator, members: list[MemberRecord], scratch: list[Membe
         "collapse_gap": 0.5 * min(accs) - averaged,
     }
     scratch_metrics = {"ood_acc": statistics.fmean(accs), "val": statistics.fmean(r.val for r in scratch)}
-    return [
-        {"name": "finetune_default", "seed": seed, "metrics": {"ood_acc": first["ood_acc"], "val": first["val"]}},
+    return rows + [
         {"name": "scratch_default", "seed": seed, "metrics": scratch_metrics},
         {"name": "control_random_inits", "seed": seed, "metrics": control},
     ]

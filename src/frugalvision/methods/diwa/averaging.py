@@ -64,7 +64,7 @@ def init_fingerprint(state: StateDict) -> str:
     for key in sorted(state):
         tensor = state[key].detach().to("cpu").contiguous()
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 
@@ -244,8 +244,10 @@ def greedy_select(
 ) -> GreedyResult:
     """Greedy ("restricted") selection of members to average (DiWA restricted; model soups greedy with ``tie="gt"``).
 
-    Candidates are sorted by ``individual_scores`` descending (ties broken by index). The best one is always kept;
-    each next candidate ``r`` is added when ``merged_score(S + [r]) >= merged_score(S)`` (``>`` for ``tie="gt"``).
+    Candidates are sorted by ``individual_scores`` descending, ties in index order (the run-id order of the official
+    loop). The best one is always kept; each next candidate ``r`` is added when ``merged_score(S + [r]) >=
+    merged_score(S)`` (``>`` for ``tie="gt"``). Scores are compared as given, never rounded here: pass exact values
+    (``fractions.Fraction`` of correct counts, or floats rounded once from them) so that equal accuracies tie.
 
     Args:
         individual_scores: validation score of each candidate alone.
@@ -260,16 +262,16 @@ def greedy_select(
         raise ConfigError(f"tie={tie!r} is invalid; use 'ge' (DiWA) or 'gt' (model soups)")
     if not individual_scores:
         raise ConfigError("greedy_select got no candidates; pass at least one score")
-    order = sorted(range(len(individual_scores)), key=lambda i: (-float(individual_scores[i]), i))
+    order = sorted(range(len(individual_scores)), key=lambda i: (-individual_scores[i], i))
     selected = [order[0]]
-    best = float(merged_score(list(selected)))
-    scores = [best]
+    best = merged_score(list(selected))
+    scores = [float(best)]
     for candidate in order[1:]:
-        score = float(merged_score([*selected, candidate]))
+        score = merged_score([*selected, candidate])
         if score > best or (tie == "ge" and score == best):
             selected.append(candidate)
             best = score
-        scores.append(best)
+        scores.append(float(best))
     if warn_single and len(selected) == 1 and len(order) > 1:
         warnings.warn(f"greedy selection kept only 1 of {len(order)} members", stacklevel=2)
     return GreedyResult(selected=selected, order=order, scores=scores)

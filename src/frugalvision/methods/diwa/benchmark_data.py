@@ -17,7 +17,7 @@ from frugalvision.data import ImageArrays, load_source, rotated_domains, split_i
 from frugalvision.errors import ConfigError
 from frugalvision.seeding import derive_seed
 
-__all__ = ["RotatedBenchmark", "resize_arrays", "rotated_benchmark"]
+__all__ = ["RotatedBenchmark", "resize_arrays", "rotated_benchmark", "texture_benchmark"]
 
 
 @dataclass
@@ -82,3 +82,44 @@ def rotated_benchmark(
     pretrain = base.subset(pre_idx).renamed("pretrain-upright")
     domains = rotated_domains(base.subset(dom_idx), angles, seed=seed)
     return RotatedBenchmark(pretrain=pretrain, domains=domains, source=source)
+
+
+def texture_benchmark(
+    source: str,
+    *,
+    root: str | Path | None = None,
+    image_size: int = 64,
+    families: Sequence[str] = ("brick", "grass", "gravel", "photo"),
+    per_domain: int = 1000,
+    seed: int = 0,
+) -> dict[str, ImageArrays]:
+    """Clothing items on real backgrounds: one domain per scikit-image texture family (a diversity shift).
+
+    Fashion-MNIST items (or the fall-back source's digits), resized to ``image_size``, are painted onto random crops
+    of real textures and photographs that ship inside scikit-image (:func:`frugalvision.data.shifts.
+    texture_background_domains`); every domain gets its own disjoint, class-balanced items.
+
+    Args:
+        source: image source ("fashion-mnist", "mnist5k", "digits").
+        root: data root of the source.
+        image_size: side of the RGB images.
+        families: texture families, one domain each (see ``TEXTURE_FAMILIES``; "photo" = astronaut, camera, chelsea,
+            coffee, rocket).
+        per_domain: images per domain.
+        seed: seed of the items and the crops (fixed across trials: the trials change the in/out splits).
+
+    Raises:
+        ConfigError: the source has fewer images than requested.
+    """
+    from frugalvision.data.shifts import texture_background_domains
+
+    base = load_source(source, root=root, train=True)
+    needed = per_domain * len(families)
+    if needed > len(base):
+        raise ConfigError(
+            f"{source} has {len(base)} training images but per_domain x {len(families)} domains = {needed}; "
+            "lower per_domain"
+        )
+    chosen = stratified_subset(base.labels, total=needed, seed=derive_seed(seed, "diwa-texture-subset"))
+    items = resize_arrays(base.subset(chosen), image_size)
+    return texture_background_domains(items, list(families), seed=seed)

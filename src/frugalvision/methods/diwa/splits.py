@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import torch
 
@@ -11,7 +12,7 @@ from frugalvision.engine.sampler import EpochOrder
 from frugalvision.errors import ConfigError
 from frugalvision.seeding import derive_seed
 
-__all__ = ["DomainSplit", "domain_batch_order", "domain_splits", "training_domain_val"]
+__all__ = ["DomainSplit", "domain_batch_order", "domain_splits", "exact_val", "training_domain_val"]
 
 
 class DomainSplit:
@@ -75,15 +76,26 @@ def domain_batch_order(sizes: Sequence[int], per_domain: int) -> EpochOrder:
     return order
 
 
+def exact_val(correct_per_domain: Sequence[torch.Tensor]) -> tuple[Fraction, Fraction]:
+    """Training-domain validation scores as exact fractions of the correct counts (see :func:`training_domain_val`)."""
+    if not correct_per_domain:
+        raise ConfigError("training_domain_val got no domains")
+    counts = [(int(c.sum()), c.numel()) for c in correct_per_domain]
+    if any(n == 0 for _, n in counts):
+        raise ConfigError("a training domain has an empty hold-out split; raise holdout_fraction or the domain size")
+    per_domain = sum(Fraction(k, n) for k, n in counts) / len(counts)
+    return per_domain, Fraction(sum(k for k, _ in counts), sum(n for _, n in counts))
+
+
 def training_domain_val(correct_per_domain: Sequence[torch.Tensor]) -> tuple[float, float]:
     """Training-domain validation scores from per-example correctness of each domain's hold-out split.
+
+    Both are computed exactly from the correct counts (fractions) and rounded once to float64, so two runs with
+    the same counts tie exactly, as in the official selection (float32 means broke such ties by rounding noise).
 
     Returns:
         (mean over domains of the per-domain accuracy — DomainBed's model-selection score,
         accuracy on the union of the hold-outs — the "val_merged" used by greedy selection).
     """
-    if not correct_per_domain:
-        raise ConfigError("training_domain_val got no domains")
-    per_domain = [float(c.float().mean()) for c in correct_per_domain]
-    merged = torch.cat([c.flatten() for c in correct_per_domain]).float().mean()
-    return sum(per_domain) / len(per_domain), float(merged)
+    per_domain, merged = exact_val(correct_per_domain)
+    return float(per_domain), float(merged)

@@ -56,7 +56,10 @@ class DiwaTask(Task):
         dropout: feature-dropout rate.
         train_featurizer: False freezes the featurizer (linear probing: only the head trains).
         select_every: check the training-domain val every N steps and keep the best weights (0: keep the final).
-        ma_start: start step of the moving average along the run (None: no MA).
+        ma_start: the official ``ma_start_iter`` of the moving average (None: no MA). The official ``MA`` aliases
+            the live weights before it, so it returns (2 w_s + w_{s+1} + ... + w_T) / (T - s + 2); with the alias
+            fixed it is the plain mean of w_{s-1} .. w_T, which is what this task tracks (w_k: weights after k
+            steps).
         eval_batch_size: batch size of the validation passes.
     """
 
@@ -130,9 +133,10 @@ class DiwaTask(Task):
                 raise ConfigError("linear probing needs a model with a .featurizer; wrap it in DiwaNet")
             for parameter in model.featurizer.parameters():
                 parameter.requires_grad_(False)
-        self.moving_average = (
-            MovingAverage(self.ma_start, buffers=buffer_keys(model)) if self.ma_start is not None else None
-        )
+        self.moving_average = None
+        if self.ma_start is not None:  # the official MA with its alias fixed: mean of w_{start-1} .. w_T
+            self.moving_average = MovingAverage(max(self.ma_start - 1, 0), buffers=buffer_keys(model))
+            self.moving_average.update(model.state_dict(), 0)  # w_0 counts only when ma_start <= 1
         self.best_state, self.best_score, self.best_step, self.val_history = None, float("-inf"), -1, []
         return model
 
