@@ -117,3 +117,14 @@ def test_column_queries_without_transpose_equal_the_transposed_matrix_and_std_ov
         float(torch.tensor(r1).std())
     )
     assert {k: v for k, v in direction.items() if not k.endswith("_std")} == plain["image_to_text"]
+
+
+def test_finiteness_is_checked_by_one_reduction_without_false_alarms():
+    huge = torch.full((3, 3), 3e38)  # finite entries whose sum overflows: checked entry by entry, accepted
+    huge.fill_diagonal_(3.3e38)
+    assert retrieval_metrics(huge)["R@1"] == 1.0
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        sim = torch.eye(4)
+        sim[1, 2] = bad
+        with pytest.raises(DataError, match="NaN or inf"):
+            bidirectional_retrieval(sim)
