@@ -1,0 +1,92 @@
+"""The experiment declaration: presets, unit plan, the verdict rule on crafted rows, figures' overlay, benchmark."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from frugalvision.errors import ConfigError
+from frugalvision.methods.muhdi.bench import benchmark
+from frugalvision.methods.muhdi.config import PRESETS, arm_settings
+from frugalvision.methods.muhdi.experiment import PALETTE, overlay, plan_units, verdict
+
+
+def _rows(forgetting_gap, miou_gap, gap=0.2, noise=(0.001, -0.002, 0.0015)):
+    rows = []
+    for seed, e in enumerate(noise):
+        rows.append({"name": "source-only", "seed": seed, "metrics": {"mean_miou": 0.3, "domain_gap": gap}})
+        rows.append({"name": "advent", "seed": seed, "metrics": {"mean_miou": 0.40, "forgetting": 0.05}})
+        rows.append({
+            "name": "muhdi", "seed": seed,
+            "metrics": {"mean_miou": 0.40 + miou_gap + e, "forgetting": 0.05 - forgetting_gap + e},
+        })  # fmt: skip
+    return rows
+
+
+def test_verdict_rule_on_crafted_rows():
+    config = PRESETS["standard"]()
+    assert verdict(config, _rows(0.03, 0.0)).verdict == "supported"  # forgets less, same mIoU
+    assert verdict(config, _rows(0.03, -0.005)).verdict == "supported"  # within the non-inferiority margin
+    assert verdict(config, _rows(-0.03, 0.0)).verdict == "not supported"  # forgets more
+    assert verdict(config, _rows(0.03, -0.05)).verdict == "not supported"  # clearly lower mean mIoU
+    assert verdict(config, _rows(0.03, 0.0, gap=-0.1)).verdict == "inconclusive"  # no domain gap
+    assert verdict(config, _rows(0.0, 0.0, noise=(0.01, -0.01, 0.0))).verdict == "inconclusive"
+    rule = verdict(config, _rows(0.03, 0.0)).rule
+    assert "forgetting" in rule and "-0.01" in rule
+
+
+def test_presets_validate_and_scale_up():
+    for name in ("smoke", "standard", "extended"):
+        PRESETS[name]().validate()
+    smoke, standard, extended = (PRESETS[n]() for n in ("smoke", "standard", "extended"))
+    assert len(standard.seeds) >= 3 and len(extended.seeds) >= 3 and len(extended.targets) == 3
+    assert extended.loop.max_steps > standard.loop.max_steps > smoke.loop.max_steps
+    paper = PRESETS["paper"]()
+    assert paper.model.backbone == "resnet101" and paper.image_size == (320, 640) and paper.loop.batch_size == 1
+    assert paper.step.lambda_pod == 1e-5 and paper.step.lambda_kd == 1e-5 and paper.step.lambda_kt == 1.0
+    with pytest.raises(ConfigError, match="data-root"):
+        paper.validate()
+
+
+def test_invalid_fields_fail_with_one_line(tmp_path):
+    base = PRESETS["smoke"]()
+    for changes, needle in (
+        ({"arms": ("muhdi", "dann")}, "arms"),
+        ({"targets": ("city", "city")}, "targets"),
+        ({"targets": ("synthetic",)}, "targets"),
+        ({"image_size": (16, 16)}, "image_size"),
+        ({"label_map": "mine"}, "label_map"),
+        ({"dataset": "kitti"}, "dataset"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            dataclasses.replace(base, **changes).validate()
+
+
+def test_units_put_the_shared_start_first_in_every_seed():
+    config = dataclasses.replace(PRESETS["standard"](), seeds=(0, 1))
+    names = [(u.name, u.seed) for u in plan_units(config)]
+    assert names == [("step1", 0), ("advent", 0), ("muhdi", 0), ("step1", 1), ("advent", 1), ("muhdi", 1)]
+
+
+def test_arm_settings_change_one_thing_each():
+    base = PRESETS["standard"]().step
+    assert arm_settings(base, "advent").method == "advent"
+    assert arm_settings(base, "muhdi-no-pod").lambda_pod == 0 and arm_settings(base, "muhdi-no-pod").lambda_kd > 0
+    assert arm_settings(base, "muhdi-no-specialist").branches == ("agnostic",)
+    assert arm_settings(base, "bn-only").lambda_adv_main == 0 and arm_settings(base, "oracle").method == "supervised"
+
+
+def test_overlay_blends_class_colours_and_leaves_ignored_pixels():
+    image = torch.zeros(3, 2, 2)
+    labels = torch.tensor([[0, 6], [255, 3]])
+    out = overlay(image, labels, alpha=1.0)
+    assert out.shape == (2, 2, 3)
+    assert torch.allclose(out[0, 1], PALETTE[6]) and torch.equal(out[1, 0], torch.zeros(3))
+
+
+def test_quick_benchmark_writes_both_ratios(tmp_path):
+    result = benchmark(tmp_path, quick=True)
+    assert result["training_step"][0]["ratio"] > 0 and result["inference"][0]["ratio"] > 0
+    assert result["inference"][0]["params_exported"] < result["inference"][0]["params_full"]
+    assert json.loads((tmp_path / "muhdi_benchmark.json").read_text())["device"] in ("cpu", "cuda")
