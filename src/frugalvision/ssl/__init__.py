@@ -10,7 +10,8 @@ Public API:
 - plug-ins: :class:`MixUp`, :class:`CutMix`, :class:`SemanticMix` (e.g. a SciMix generator), :func:`composite_mix`;
 - pieces: :class:`EmaTeacher` / :func:`ema_update_` / :func:`mean_teacher_decay`, :func:`weak_augment`,
   :func:`strong_augment` (RandAugment + Cutout), :func:`softmax_mse`, :func:`fixmatch_unlabeled_loss`,
-  :func:`sigmoid_rampup`, :func:`labeled_split` (seeded N-labels-per-class splits).
+  :func:`sigmoid_rampup`, :func:`labeled_split` (seeded N-labels-per-class splits), :func:`fixmatch_wrn` (FixMatch's
+  WRN-28-2).
 
 ``SemiSupervisedTask`` is imported on first use (it brings in the engine).
 """
@@ -48,12 +49,14 @@ from frugalvision.ssl.mixing import (
 )
 from frugalvision.ssl.ramps import cosine_rampdown, fixmatch_lr_factor, linear_rampup, sigmoid_rampup
 from frugalvision.ssl.splits import LabeledSplit, labeled_split, read_labeled_json, split_name, write_labeled_json
+from frugalvision.ssl.wrn import FixMatchWideResNet, fixmatch_wrn
 
 __all__ = [
     "RANDAUGMENT_OPS",
     "CutMix",
     "EmaTeacher",
     "FixMatch",
+    "FixMatchWideResNet",
     "Framework",
     "LabeledSplit",
     "MeanTeacher",
@@ -71,6 +74,7 @@ __all__ = [
     "ema_update_",
     "fixmatch_lr_factor",
     "fixmatch_unlabeled_loss",
+    "fixmatch_wrn",
     "kernel_decay_groups",
     "kernel_l2",
     "labeled_split",

@@ -155,7 +155,7 @@ class Supervised(Framework):
             parts.append(self.weak(plugin(labeled, _context_parents(unlabeled, len(images)))))
         logits = _split(model(torch.cat(parts)), [len(p) for p in parts])
         loss = F.cross_entropy(logits[0].float(), labels)
-        logs = {"loss_x": float(loss)}
+        logs = {"loss_x": float(loss.detach())}
         if _between(plugin):
             num_classes = logits[0].shape[1]
             onehot = F.one_hot(labels, num_classes).float()
@@ -164,7 +164,7 @@ class Supervised(Framework):
             extra = F.cross_entropy(logits[1].float(), labels)
         if extra is not None:
             loss = loss + plugin.weight * extra
-            logs["loss_mix"] = float(extra)
+            logs["loss_mix"] = float(extra.detach())
         return loss, logs
 
 
@@ -252,18 +252,19 @@ class MeanTeacher(Framework):
         class_loss = mean_teacher_class_loss(class_logits[0], labels, len(images))
         consistency = softmax_mse(cons_logits[0], teacher_logits)
         loss = class_loss + weight * consistency
-        logs = {"loss_class": float(class_loss), "loss_cons": float(consistency), "cons_weight": weight}
+        logs = {"loss_class": float(class_loss.detach()), "loss_cons": float(consistency.detach())}
+        logs["cons_weight"] = weight
         if isinstance(out, tuple) and self.logit_distance_cost > 0:
             distance = symmetric_mse(class_logits[0], cons_logits[0])
             loss = loss + self.logit_distance_cost * distance
-            logs["loss_res"] = float(distance)
+            logs["loss_res"] = float(distance.detach())
         if plugin is not None:
             targets = teacher_logits[n_labeled:]
             if _between(plugin):
                 targets = lam * targets + (1.0 - lam) * targets[perm]
             extra = softmax_mse(cons_logits[1], targets)
             loss = loss + weight * plugin.weight * extra
-            logs["loss_mix"] = float(extra)
+            logs["loss_mix"] = float(extra.detach())
         return loss, logs
 
     def after_step(self, model: nn.Module, step: int) -> None:
@@ -339,7 +340,7 @@ class FixMatch(Framework):
         loss_x = F.cross_entropy(logits[0].float(), labeled["label"])
         loss_u, pseudo = fixmatch_unlabeled_loss(logits[2], logits[1], self.threshold)
         loss = loss_x + self.lambda_u * loss_u
-        logs = {"loss_x": float(loss_x), "loss_u": float(loss_u), "mask": float(pseudo.mask.mean())}
+        logs = {"loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach()), "mask": float(pseudo.mask.mean())}
         known = unlabeled.get("label")
         if known is not None and bool((known >= 0).all()):
             hits = ((pseudo.labels == known).float() * pseudo.mask).sum()
@@ -354,5 +355,5 @@ class FixMatch(Framework):
             extra = (per_sample * pseudo.mask).mean()
         if plugin is not None:
             loss = loss + plugin.weight * extra
-            logs["loss_mix"] = float(extra)
+            logs["loss_mix"] = float(extra.detach())
         return loss, logs
