@@ -47,6 +47,9 @@ def test_prune_hits_the_mac_target_trains_and_leaves_the_input_model_alone() -> 
         k: v.shape for k, v in pruned.state_dict().items()
     }
     assert not all(torch.equal(v, pruned.state_dict()[k]) for k, v in untrained.state_dict().items())
+    rounded = singe.prune(model, x[:1], loader, target_macs=0.5, finetune_steps=0, calibration=32, channel_multiple=4)
+    assert rounded[0].out_channels % 4 == 0 and rounded[3].out_channels % 4 == 0
+    assert P.count_macs_params(rounded, x[:1])[0] <= 0.5 * dense_macs
 
 
 def test_prune_rejects_a_bad_target_and_calibration_reads_only_what_it_needs() -> None:

@@ -49,6 +49,7 @@ def prune(
     settings: CriterionSettings | None = None,
     engine: Engine | None = None,
     seed: int = 0,
+    channel_multiple: int = 1,
 ) -> nn.Module:
     """Prune ``model`` to ``target_macs`` of its MACs with SInGE, entwined with fine-tuning (a new module).
 
@@ -71,6 +72,8 @@ def prune(
         settings: path-integration settings (default: :func:`default_settings`).
         engine: the engine that fine-tunes (default: one process on the model's device).
         seed: data-order seed.
+        channel_multiple: keep channel counts that are multiples of this (e.g. 8: hardware-friendly widths that run
+            faster than odd ones at the same MACs; Torch-Pruning's ``round_to``); 1 keeps the exact local counts.
 
     Returns:
         The physically pruned, fine-tuned model in eval mode.
@@ -98,5 +101,6 @@ def prune(
         finetune,
         settings or default_settings(),
         seed=seed,
+        ratios=T.RatioCache(model, example_inputs.to(device), channel_multiple),
     )
     return run.model.eval()
