@@ -188,3 +188,39 @@ def test_resuming_mid_step_reproduces_the_uninterrupted_run(domains, tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     losses = lambda r: [h["loss"] for h in r.history if "loss" in h]  # noqa: E731
     assert losses(full)[2:] == losses(resumed)[2:]
+
+
+def test_per_image_confusion_matrices_sum_to_the_shared_metric():
+    from frugalvision.methods.muhdi.task import confusion_per_sample, segmentation_metrics
+    from frugalvision.metrics import confusion_matrix
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 7, (3, 5, 6), generator=g)
+    labels = torch.randint(0, 7, (3, 5, 6), generator=g)
+    labels[0, :2] = 255
+    per_image = confusion_per_sample(pred, labels, 7)
+    assert per_image.shape == (3, 7, 7)
+    for i in range(3):
+        assert torch.equal(per_image[i], confusion_matrix(pred[i], labels[i], 7))
+    brute = torch.zeros(7, 7, dtype=torch.long)
+    for t, p in zip(labels.flatten().tolist(), pred.flatten().tolist()):
+        if t != 255:
+            brute[t, p] += 1
+    assert torch.equal(per_image.sum(0), brute)
+    metrics = segmentation_metrics(brute)
+    iou = brute.diag().double() / (brute.sum(0) + brute.sum(1) - brute.diag()).double()
+    assert metrics["miou"] == pytest.approx(iou.mean().item()) and metrics["iou_flat"] == pytest.approx(iou[0].item())
+
+
+def test_discriminators_are_restored_and_steps_are_deterministic(domains):
+    from frugalvision.methods.muhdi.api import adapt_to_next_domain
+
+    kwargs = {"method": "advent", "steps": 2, "batch_size": 2, "lr": 0.05, "seed": 3, "discriminator_width": 8}
+    first = adapt_to_next_domain(_previous(), *domains, **kwargs)
+    task = UdaStep(StepSettings(method="muhdi"), *domains, first.model, None, first.discriminators.state_dict(), 8)
+    restored = task.build_model().discriminators
+    for key, value in first.discriminators.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value)
+    again = adapt_to_next_domain(_previous(), *domains, **kwargs)
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key]), key

@@ -88,6 +88,7 @@ def adapt_to_next_domain(
     lr: float = 2.5e-4,
     settings: StepSettings | None = None,
     discriminators: nn.ModuleDict | Mapping[str, Tensor] | None = None,
+    discriminator_width: int = 64,
     select: Dataset | None = None,
     eval_every: int = 0,
     engine: Engine | None = None,
@@ -107,6 +108,7 @@ def adapt_to_next_domain(
         lr: the segmenter's peak learning rate (heads x10; poly decay).
         settings: every loss weight and option (default: the official values); ``method`` overrides its method.
         discriminators: the previous step's discriminators (or their state), restored when given.
+        discriminator_width: base channels of new discriminators (ADVENT: 64), when none are given.
         select: labelled validation set of the new target: keeps the best snapshot (evaluated every ``eval_every``).
         eval_every: validation period in steps (0: only at the end).
         engine: the engine (default: one process on the model's device).
@@ -125,7 +127,7 @@ def adapt_to_next_domain(
             FabricConfig(accelerator="cuda" if device.type == "cuda" else "cpu", devices="1"), progress=False
         )
     d_state = discriminators.state_dict() if isinstance(discriminators, nn.Module) else discriminators
-    width = int(d_state["main.0.weight"].shape[0]) if d_state else 64
+    width = int(d_state["main.0.weight"].shape[0]) if d_state else discriminator_width
     task = UdaStep(settings, source, target, previous, None, d_state, width, select)
     loop = step_loop(steps, batch_size, lr, seed=seed, eval_every=eval_every if select is not None else 0)
     loop = replace(loop, ckpt_every_s=0.0 if run_dir is None else loop.ckpt_every_s)
