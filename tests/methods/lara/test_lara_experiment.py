@@ -59,7 +59,7 @@ def test_registered_declaration_and_presets() -> None:
         assert isinstance(config, LaraConfig) and config.preset == name
     s, e = standard(), extended()
     assert len(s.seeds) >= 3 and s.threads == 2 and s.arms == ("lara", "dense", "lara-camidx", "lift")
-    assert (e.loop.max_steps, e.seeds, e.threads, e.arms) == (700, s.seeds, 2, s.arms)
+    assert (e.loop.max_steps, e.seeds, e.threads, e.arms) == (500, s.seeds, 2, s.arms)
     for toy in (s, e):  # every scene its own rig and calibration error; pos_weight from the class ratio; selection
         assert toy.world.rig_yaw_std_deg > 0 and toy.world.calib_yaw_std_deg > 0 and toy.pos_weight == 0
         assert toy.select_best and toy.test_scenes > 0 and toy.report_split == "test"
