@@ -93,6 +93,16 @@ def test_advent_routing_and_both_discriminators_see_source_and_target(domains):
             assert model.discriminators[level][0].weight.grad.abs().sum() > 0, (level, domain_key)
 
 
+def test_minent_reaches_the_adapted_branch_only(domains):
+    task = UdaStep(
+        StepSettings(method="advent", uda="advent+minent"), *domains, previous=_previous(), discriminator_width=8
+    )
+    routes = _routing(task, _batch(domains))
+    assert routes["ent"] == {"backbone": True, "agnostic": True, "discriminators": False}
+    only = UdaStep(StepSettings(method="advent", uda="minent"), *domains, previous=_previous())
+    assert set(_routing(only, _batch(domains))) == {"seg", "ent"}
+
+
 def test_frozen_call_passes_gradients_to_inputs_only():
     disc = torch.nn.Conv2d(2, 1, 3)
     x = torch.rand(1, 2, 5, 5, requires_grad=True)

@@ -334,11 +334,7 @@ class UdaStep(SegmentationEval):
         if s.adversarial:
             terms.update(self._adversarial(out))
         if s.minent:
-            aux, main = (upsample(x, batch["target"].shape[-2:]) if x is not None else None
-                         for x in out["target"]["logits"][s.adapt_branch])  # fmt: skip
-            terms["ent"] = s.lambda_ent_main * entropy_loss(main)
-            if aux is not None:
-                terms["ent"] = terms["ent"] + s.lambda_ent_aux * entropy_loss(aux)
+            terms["ent"] = self._minent(out["target"]["logits"][s.adapt_branch], batch["target"].shape[-2:])
         if s.method == "muhdi":
             terms.update(self._distillation(out, batch))
         return terms
@@ -348,6 +344,14 @@ class UdaStep(SegmentationEval):
         loss = self.settings.lambda_seg_main * segmentation_loss(main, labels)
         if aux is not None:
             loss = loss + self.settings.lambda_seg_aux * segmentation_loss(aux, labels)
+        return loss
+
+    def _minent(self, logits: tuple[Tensor | None, Tensor], size: torch.Size) -> Tensor:
+        """MinEnt on the upsampled target logits of the adapted branch (ADVENT's ``train_minent``)."""
+        aux, main = logits
+        loss = self.settings.lambda_ent_main * entropy_loss(upsample(main, size))
+        if aux is not None:
+            loss = loss + self.settings.lambda_ent_aux * entropy_loss(upsample(aux, size))
         return loss
 
     def _adversarial(self, out: dict[str, Any]) -> dict[str, Tensor]:
