@@ -90,3 +90,47 @@ def test_quick_benchmark_writes_both_ratios(tmp_path):
     assert result["training_step"][0]["ratio"] > 0 and result["inference"][0]["ratio"] > 0
     assert result["inference"][0]["params_exported"] < result["inference"][0]["params_full"]
     assert json.loads((tmp_path / "muhdi_benchmark.json").read_text())["device"] in ("cpu", "cuda")
+
+
+def _write_benchmark(root, height=32, width=64):
+    """GTA5 (4 images) and Cityscapes / IDD (train and val, 2 each) in the official layouts."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def pair(image_path, label_path, ids):
+        for path in (image_path, label_path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(image_path)
+        Image.fromarray(rng.choice(ids, (height, width)).astype(np.uint8)).save(label_path)
+
+    for i in range(4):
+        pair(root / f"GTA5/images/{i:05d}.png", root / f"GTA5/labels/{i:05d}.png", [7, 11, 21, 23, 26])
+    for split in ("train", "val"):
+        for i in range(2):
+            name = f"aachen/aachen_{i:06d}_000019"
+            pair(root / f"cityscapes/leftImg8bit/{split}/{name}_leftImg8bit.png",
+                 root / f"cityscapes/gtFine/{split}/{name}_gtFine_labelIds.png", [7, 11, 21, 23, 26])  # fmt: skip
+            pair(root / f"IDD/leftImg8bit/{split}/30/{i:06d}_leftImg8bit.png",
+                 root / f"IDD/gtFine/{split}/30/{i:06d}_gtFine_labelids.png", [0, 29, 32, 33, 12])  # fmt: skip
+
+
+def test_the_benchmark_path_runs_end_to_end_on_real_format_files(tmp_path):
+    from frugalvision.cli import main
+    from frugalvision.report import load_results
+
+    _write_benchmark(tmp_path / "data")
+    argv = ["run", "muhdi", "--preset", "smoke", "--dataset", "benchmark", "--data-root", str(tmp_path / "data"),
+            "--arms", "advent", "muhdi", "--benchmark-targets", "cityscapes", "idd", "--loop.batch-size", "2",
+            "--step1-loop.batch-size", "2", "--out", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    document = load_results(tmp_path / "out" / "muhdi")
+    assert document["dataset"] == "benchmark"
+    assert {r["name"] for r in document["rows"]} == {"advent", "muhdi"}
+    assert all("miou_cityscapes" in r["metrics"] and "forgetting" in r["metrics"] for r in document["rows"])
+
+
+def test_the_paper_preset_validates_with_a_data_root(tmp_path):
+    _write_benchmark(tmp_path)
+    dataclasses.replace(PRESETS["paper"](), data_root=str(tmp_path)).validate()
