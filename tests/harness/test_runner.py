@@ -48,8 +48,13 @@ TOY = Experiment(
     name="toy",
     config_class=ToyConfig,
     presets={p: _preset for p in ("smoke", "standard", "extended", "paper")},
-    main=Study(claim="ours beats base", primary_metric="top1", run_unit=_run_unit, verdict=_verdict,
-               arms=lambda config: ("base", "ours")),
+    main=Study(
+        claim="ours beats base",
+        primary_metric="top1",
+        run_unit=_run_unit,
+        verdict=_verdict,
+        arms=lambda config: ("base", "ours"),
+    ),
 )
 
 

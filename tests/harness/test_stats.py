@@ -104,9 +104,7 @@ def test_a_best_of_two_rule_without_correction_is_caught_by_the_simulation():
     rows = [{"name": n, "seed": s, "metrics": {"m": 0.5}} for n in "abc" for s in range(3)]
 
     def best_of_two(r):
-        return max(
-            (claim_verdict([compare(r, "m", arm, "a")]) for arm in "bc"), key=lambda v: v.verdict == "supported"
-        )
+        return max((claim_verdict([compare(r, "m", arm, "a")]) for arm in "bc"), key=lambda v: v.verdict == "supported")
 
     def corrected(r):
         return max(
