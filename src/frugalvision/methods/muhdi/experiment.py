@@ -454,7 +454,8 @@ def matrix_figure(fig: FigureInput[MuhdiConfig]) -> list[str]:
         ax.imshow(matrix.numpy(), vmin=0, vmax=max(0.01, float(matrix.max())), cmap="viridis")
         for (i, j), value in zip(torch.cartesian_prod(torch.arange(matrix.shape[0]), torch.arange(matrix.shape[1])),
                                  matrix.flatten()):  # fmt: skip
-            ax.text(int(j), int(i), f"{float(value):.3f}", ha="center", va="center", color="w", fontsize=8)
+            colour = "k" if float(value) > 0.6 * float(matrix.max()) else "w"
+            ax.text(int(j), int(i), f"{float(value):.3f}", ha="center", va="center", color=colour, fontsize=8)
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_yticks(range(matrix.shape[0]), [f"after {i + 1}" for i in range(matrix.shape[0])], fontsize=8)
         ax.set_title(arm, fontsize=9)
