@@ -200,8 +200,8 @@ def standard() -> LaraConfig:
 
 
 def extended() -> LaraConfig:
-    """The evidence run (<= 10 minutes on 2 CPU cores): the standard arms and seeds for 700 steps, 150/300 scenes."""
-    return LaraConfig(preset="extended", threads=2, val_scenes=150, test_scenes=300, loop=toy_loop(700, eval_every=175))
+    """The evidence run (<= 10 minutes on 2 CPU cores): the standard arms and seeds for 500 steps, 150/300 scenes."""
+    return LaraConfig(preset="extended", threads=2, val_scenes=150, test_scenes=300, loop=toy_loop(500, eval_every=125))
 
 
 def paper() -> LaraConfig:
