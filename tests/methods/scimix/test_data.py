@@ -40,9 +40,9 @@ def test_labeled_unlabeled_and_validation_images_are_disjoint_and_test_is_anothe
 
 
 def test_the_generator_sees_images_and_labels_only(problem):
-    data = problem.generator_images()
-    assert set(data.fields) == {"image", "label"}
-    assert (data.fields["label"][len(problem.labeled) :] == -1).all()
+    labeled, unlabeled = problem.generator_images()
+    assert set(labeled.fields) == set(unlabeled.fields) == {"image", "label"}
+    assert (unlabeled.fields["label"] == -1).all() and (labeled.fields["label"] >= 0).all()
 
 
 def test_the_exact_composite_of_an_image_with_its_own_background_is_the_image(problem):

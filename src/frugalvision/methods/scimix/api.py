@@ -35,7 +35,7 @@ def train_generator(
         teacher: a trained classifier ``images -> logits`` (frozen: it judges that a mix keeps its class).
         config: generator architecture (``num_classes`` must match the teacher).
         steps: optimisation steps.
-        batch_size: images per step.
+        batch_size: images per step (half labeled when there are labels).
         lr: Adam learning rate (betas 0.5, 0.99).
         weights: loss weights (default :class:`LossWeights`).
         threshold: teacher confidence for pseudo-labels.
@@ -46,10 +46,17 @@ def train_generator(
     """
     from frugalvision.engine import Engine, FabricConfig, LoopConfig
 
-    data = TensorDictDataset({"image": images, "label": labels.long()})
-    task = GeneratorTask(config, data, weights or LossWeights(), threshold, "staged", teacher)
+    labels = labels.long()
+    known = labels >= 0
+    unlabeled = TensorDictDataset({"image": images[~known], "label": labels[~known]})
+    labeled = TensorDictDataset({"image": images[known], "label": labels[known]}) if known.any() else None
+    task = GeneratorTask(
+        config, unlabeled, weights or LossWeights(), threshold, "staged", teacher, labeled=labeled,
+        labeled_batch=batch_size // 2,
+    )  # fmt: skip
     loop = LoopConfig(
-        max_steps=steps, batch_size=min(batch_size, len(data)), lr=lr, weight_decay=0.0, schedule="constant",
+        max_steps=steps, batch_size=min(batch_size - batch_size // 2, len(unlabeled)), lr=lr, weight_decay=0.0,
+        schedule="constant",
         ckpt_every_s=0, log_every=max(1, steps // 10),
     )  # fmt: skip
     engine = Engine(FabricConfig(accelerator=accelerator, precision="32-true"), progress=False)

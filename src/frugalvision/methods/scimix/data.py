@@ -65,11 +65,12 @@ class Problem:
         """Image channels."""
         return int(self.test.fields["image"].shape[1])
 
-    def generator_images(self) -> TensorDictDataset:
-        """Labeled + unlabeled images and labels (-1 for unlabeled), nothing else: the generator's training data."""
-        images = torch.cat([self.labeled.fields["image"], self.unlabeled.fields["image"]])
-        labels = torch.cat([self.labeled.fields["label"], torch.full_like(self.unlabeled.fields["label"], -1)])
-        return TensorDictDataset({"image": images, "label": labels})
+    def generator_images(self) -> tuple[TensorDictDataset, TensorDictDataset]:
+        """(labeled, unlabeled) images and labels (-1 for unlabeled), nothing else: the generator's training data."""
+        labeled = TensorDictDataset({"image": self.labeled.fields["image"], "label": self.labeled.fields["label"]})
+        unlabeled_images = self.unlabeled.fields["image"]
+        unlabeled = TensorDictDataset({"image": unlabeled_images, "label": torch.full((len(unlabeled_images),), -1)})
+        return labeled, unlabeled
 
 
 @dataclass

@@ -207,16 +207,16 @@ def trained_generator(ctx: Context[ScimixConfig], seed: int) -> SciMixGenerator:
         if g.schedule == "staged":
             teacher = build()
             teacher.load_state_dict(warmup_state(ctx, seed))
+        labeled, unlabeled = problem.generator_images()
         task = GeneratorTask(
-            arch, problem.generator_images(), loss_weights(config), g.threshold, g.schedule, teacher,
-            classifier_fn=build, labeled=problem.labeled, labeled_batch=config.labeled_batch,
-            classifier_lr=g.joint_lr, teacher_ema=g.joint_ema,
+            arch, unlabeled, loss_weights(config), g.threshold, g.schedule, teacher, classifier_fn=build,
+            labeled=labeled, labeled_batch=g.labeled_batch, classifier_lr=g.joint_lr, teacher_ema=g.joint_ema,
         )  # fmt: skip
         from frugalvision.engine import LoopConfig
 
         loop = LoopConfig(
-            max_steps=g.steps, batch_size=min(g.batch_size, len(problem.generator_images())), lr=g.lr,
-            weight_decay=0.0, schedule="constant", log_every=max(1, g.steps // 10),
+            max_steps=g.steps, batch_size=min(g.batch_size, len(unlabeled)), lr=g.lr, weight_decay=0.0,
+            schedule="constant", log_every=max(1, g.steps // 10),
         )  # fmt: skip
         model = ctx.fit(task, loop, name="generator", seed=derive_seed(seed, "generator")).model
         return _state(model.generator)

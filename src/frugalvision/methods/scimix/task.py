@@ -2,8 +2,9 @@
 
 Schedules (our reading, spec §2.2): ``staged`` freezes a given classifier (the supervised warm-up) as the teacher T;
 ``joint`` trains a classifier on the labeled set alongside the generator, one step each per iteration, and T is the
-classifier's EMA. The generator sees labeled and unlabeled images (labels -1 for unlabeled ones; pseudo-labels from
-T where confident). Its dataset holds images and labels only: compositing ground truth never reaches the generator.
+classifier's EMA. Every generator batch holds ``labeled_batch`` labeled images (their labels) and the engine's batch
+of unlabeled images (T's pseudo-labels where confident; ours: the few labels would otherwise rarely appear in a
+batch). Its datasets hold images and labels only: compositing ground truth never reaches the generator.
 Every part has its own optimiser behind one :class:`CompositeOptimizer` (Adam betas (0.5, 0.99) for G and D, SGD for
 the joint classifier, whose learning rate is set through ``lr_scale``).
 """
@@ -68,18 +69,19 @@ class GeneratorModel(nn.Module):
 
 
 class GeneratorTask(Task):
-    """Train ``G`` (and ``D`` when ``weights.adv > 0``) on images and labels (-1: unlabeled).
+    """Train ``G`` (and ``D`` when ``weights.adv > 0``) on labeled and unlabeled images.
 
     Args:
         config: generator architecture.
-        images: dataset of dicts with ``"image"`` and ``"label"`` only (labeled + unlabeled).
+        images: unlabeled dataset of dicts with ``"image"`` and ``"label"`` (-1) only.
         weights: loss weights.
         threshold: teacher confidence for pseudo-labels (tau_g).
         schedule: "staged" or "joint".
         teacher: the frozen teacher (staged).
         classifier_fn: builds the joint classifier (joint).
-        labeled: the labeled set the joint classifier trains on (joint).
-        labeled_batch: its batch size.
+        labeled: labeled dataset (``"image"``, ``"label"``); part of every generator batch, and the joint
+            classifier's training set.
+        labeled_batch: labeled images per step.
         classifier_lr: its SGD learning rate (momentum 0.9, Nesterov).
         teacher_ema: EMA decay of the joint teacher.
     """
@@ -102,6 +104,8 @@ class GeneratorTask(Task):
             raise ValueError("the staged schedule needs a frozen teacher classifier")
         if schedule == "joint" and (classifier_fn is None or labeled is None):
             raise ValueError("the joint schedule needs classifier_fn and a labeled set")
+        if labeled is not None and len(labeled) == 0:
+            raise ValueError("the labeled set is empty; pass None or at least one labeled image")
         self.config = config
         self.images = images
         self.weights = weights
@@ -146,7 +150,7 @@ class GeneratorTask(Task):
         return CompositeOptimizer(optimizers)
 
     def train_dataset(self) -> Dataset:
-        """Labeled and unlabeled images (images and labels only)."""
+        """The unlabeled images (images and labels only)."""
         return self.images
 
     def _teacher(self, device: torch.device) -> nn.Module:
@@ -154,21 +158,25 @@ class GeneratorTask(Task):
         assert teacher is not None
         return teacher.to(device).eval()
 
-    def _labeled_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.labeled is not None
+    def _labeled_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.labeled is None:
+            return None
         index = torch.randperm(len(self.labeled))[: self.labeled_batch].tolist()
         batch = as_batch(default_collate([self.labeled[i] for i in index]))
-        return weak_augment(batch["image"].to(device)), batch["label"].to(device)
+        return batch["image"].to(device), batch["label"].to(device)
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Targets and mask from the teacher, then the model's loss."""
+        """Targets and mask from the labels and the teacher, then the model's loss."""
         data = as_batch(batch)
         images, labels = data["image"], data["label"]
+        labeled = self._labeled_batch(images.device)
+        if labeled is not None:
+            images, labels = torch.cat([labeled[0], images]), torch.cat([labeled[1], labels])
         teacher = self._teacher(images.device)
         targets, mask = targets_and_mask(teacher, images, labels, self.threshold)
         perm = torch.randperm(len(images), device=images.device)
-        labeled = self._labeled_batch(images.device) if self.schedule == "joint" else None
-        loss, logs = model(teacher, images, targets, mask, perm, labeled)
+        joint = (weak_augment(labeled[0]), labeled[1]) if self.schedule == "joint" and labeled is not None else None
+        loss, logs = model(teacher, images, targets, mask, perm, joint)
         return loss, {**logs, "mask": float(mask.mean())}
 
     def on_step_end(self, model: nn.Module, step: int) -> None:
