@@ -90,7 +90,7 @@ def composite_mix(semantic: Batch, context: Batch) -> torch.Tensor:
         if key not in batch:
             raise DataError(
                 f"composite_mix needs the field {key!r} (compositing ground truth); use a dataset that records it, "
-                "e.g. frugalvision.data.composite, or a learned mixer"
+                "e.g. frugalvision.data.object_composites, or a learned mixer"
             )
     alpha = semantic["alpha"]
     return alpha * semantic["foreground"] + (1.0 - alpha) * context["background"]

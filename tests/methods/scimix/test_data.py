@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from frugalvision.data.composite import BACKGROUNDS, background_image, crop_backgrounds
+from frugalvision.data.object_composites import BACKGROUNDS, background_image, crop_backgrounds
 from frugalvision.errors import DataError
 from frugalvision.methods.scimix.config import smoke
 from frugalvision.methods.scimix.data import build_problem, build_references

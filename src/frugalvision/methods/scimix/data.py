@@ -1,12 +1,13 @@
 """The experiment's data: FashionComposite (offline, with ground truth) or a real dataset (CIFAR, ImageFolder).
 
 FashionComposite (spec §6): Fashion-MNIST items (the MNIST 5k items when Fashion-MNIST is not installed) composited
-on crops of ten real photos/textures (:mod:`frugalvision.data.composite`). The Fashion-MNIST training images are cut
-once into an oracle pool (the last ``oracle_size`` of a fixed permutation: the oracle classifier's training data) and
-the SSL pool, from which every seed draws its labeled split (``labels_per_class`` per class), a validation set and an
-unlabeled pool, all disjoint; the test set comes from the Fashion-MNIST test images on the held-out right 40 % of
-every background. In the labeled set only, a background is tied to the class (class k -> background k) with
-probability ``nuisance``: a shortcut the few labels teach and the unlabeled and test data do not have.
+on crops of ten real photos/textures (:mod:`frugalvision.data.object_composites`). The Fashion-MNIST training
+images are cut once into an oracle pool (the last ``oracle_size`` of a fixed permutation: the oracle classifier's
+training data) and the SSL pool, from which every seed draws its labeled split (``labels_per_class`` per class), a
+validation set and an unlabeled pool, all disjoint; the test set comes from the Fashion-MNIST test images on the
+held-out right 40 % of every background. In the labeled set only, a background is tied to the class (class k ->
+background k) with probability ``nuisance``: a shortcut the few labels teach and the unlabeled and test data do not
+have.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from frugalvision.data import ImageArrays, ImageFolderDataset, available_default_source, load_source
 from frugalvision.data.cifar import load_cifar
-from frugalvision.data.composite import BACKGROUNDS, CompositeSet, composite_objects, crop_backgrounds
+from frugalvision.data.object_composites import BACKGROUNDS, CompositeSet, composite_objects, crop_backgrounds
 from frugalvision.errors import DataError
 from frugalvision.methods.scimix.config import ScimixConfig
 from frugalvision.seeding import derive_seed
