@@ -30,13 +30,16 @@ def test_composites_are_deterministic_per_seed_and_split_exactly(problem):
     assert len(problem.unlabeled) == 150 and len(problem.val) == 40 and len(problem.test) == 60
 
 
-def test_labeled_unlabeled_and_validation_images_are_disjoint_and_test_is_another_split(problem):
-    def keys(data):
-        return {bytes(x.numpy().tobytes()) for x in data.fields["foreground"][:, :1] * 0 + data.fields["alpha"]}
+def test_labeled_unlabeled_and_validation_images_are_disjoint_and_outside_the_oracle_pool(problem):
+    from frugalvision.methods.scimix.data import _objects, _pools
 
-    labeled, unlabeled, val = keys(problem.labeled), keys(problem.unlabeled), keys(problem.val)
-    assert not (labeled & unlabeled) and not (labeled & val) and not (unlabeled & val)
-    assert set(problem.labeled_index.tolist()).isdisjoint(set(range(-1, -1)))  # indices into the training pool
+    config = replace(smoke(), labels_per_class=3, unlabeled=150, val_size=40, test_size=60)
+    parts = {name: set(problem.indices[name].tolist()) for name in ("labeled", "unlabeled", "val")}
+    assert not (parts["labeled"] & parts["unlabeled"]) and not (parts["labeled"] & parts["val"])
+    assert not (parts["unlabeled"] & parts["val"])
+    _, oracle_pool = _pools(config, len(_objects(config, True)))
+    assert not set(oracle_pool.tolist()) & (parts["labeled"] | parts["unlabeled"] | parts["val"])
+    assert len(set(problem.indices["test"].tolist())) == len(problem.test)
 
 
 def test_the_generator_sees_images_and_labels_only(problem):
@@ -46,10 +49,8 @@ def test_the_generator_sees_images_and_labels_only(problem):
 
 
 def test_the_exact_composite_of_an_image_with_its_own_background_is_the_image(problem):
-    item = problem.test[0:8]
     batch = {k: v[:8].float() / 255 if v.dtype == torch.uint8 else v[:8] for k, v in problem.test.fields.items()}
     torch.testing.assert_close(composite_mix(batch, batch), batch["image"], atol=0.6 / 255, rtol=0)
-    assert item is not None
 
 
 def test_backgrounds_follow_the_class_in_the_labeled_set_only():

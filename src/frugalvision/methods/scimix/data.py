@@ -43,7 +43,8 @@ class Problem:
         unlabeled: unlabeled images (labels kept for logging pseudo-label accuracy only; -1 on real data).
         val: labeled validation images (drawn from the training pool).
         test: test images.
-        labeled_index: indices of the labeled images in the training pool (written to labeled.json).
+        indices: indices of ``labeled``, ``unlabeled`` and ``val`` in the training split and of ``test`` in the test
+            split (``labeled`` is written to labeled.json).
         backgrounds: background names (composite data), else None.
     """
 
@@ -53,7 +54,7 @@ class Problem:
     unlabeled: TensorDictDataset
     val: TensorDictDataset
     test: TensorDictDataset
-    labeled_index: torch.Tensor
+    indices: dict[str, torch.Tensor]
     backgrounds: list[str] | None = None
 
     @property
@@ -169,7 +170,7 @@ def composite_problem(config: ScimixConfig, seed: int) -> Problem:
         unlabeled=_dataset(sets["unlabeled"]),
         val=_dataset(sets["val"]),
         test=_dataset(sets["test"]),
-        labeled_index=labeled,
+        indices={"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": test_index},
         backgrounds=list(BACKGROUNDS),
     )
 
@@ -253,7 +254,7 @@ def real_problem(config: ScimixConfig, seed: int) -> Problem:
         unlabeled=subset(train, unlabeled, known=False),
         val=subset(train, val),
         test=subset(test, test_index),
-        labeled_index=labeled,
+        indices={"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": test_index},
     )
 
 

@@ -283,7 +283,7 @@ def train_row(
 
 
 # ------------------------------------------------------------------------------------------------ units
-def _figure_examples(pairs: Any, columns: list[torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+def _figure_examples(columns: list[torch.Tensor], count: int) -> dict[str, torch.Tensor]:
     return {"examples": torch.stack([c[:count] for c in columns], dim=1).contiguous()}
 
 
@@ -339,14 +339,14 @@ def run_generator(ctx: Context[ScimixConfig], unit: Unit) -> UnitResult:
     rows.append({"name": "warmup", "seed": seed, "metrics": {"test_top1": warm_top1}})
     if ctx.is_main and config.labeled_json is None:
         write_labeled_json(ctx.unit_dir / "labeled.json", _labeled_split(problem, config, seed))
-    arrays = _figure_examples(pairs, columns, config.figure_pairs)
+    arrays = _figure_examples(columns, config.figure_pairs)
     return UnitResult(rows, {"pairs": len(pairs)}, arrays, problem.source)
 
 
 def _labeled_split(problem: Problem, config: ScimixConfig, seed: int) -> Any:
     from frugalvision.ssl import LabeledSplit
 
-    return LabeledSplit(problem.labeled_index, torch.empty(0, dtype=torch.long), config.labels_per_class, seed)
+    return LabeledSplit(problem.indices["labeled"], problem.indices["unlabeled"], config.labels_per_class, seed)
 
 
 def run_row(ctx: Context[ScimixConfig], unit: Unit) -> UnitResult:
