@@ -74,6 +74,10 @@ def test_arm_settings_change_one_thing_each():
     assert arm_settings(base, "advent").method == "advent"
     assert arm_settings(base, "muhdi-no-pod").lambda_pod == 0 and arm_settings(base, "muhdi-no-pod").lambda_kd > 0
     assert arm_settings(base, "muhdi-no-specialist").branches == ("agnostic",)
+    assert (
+        base.specialist_init == "agnostic" and arm_settings(base, "muhdi-fresh-specialist").specialist_init == "fresh"
+    )
+    assert PRESETS["paper"]().step.specialist_init == "fresh"
     assert arm_settings(base, "bn-only").lambda_adv_main == 0 and arm_settings(base, "oracle").method == "supervised"
 
 

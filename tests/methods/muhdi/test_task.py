@@ -145,6 +145,10 @@ def test_head_initialisation_across_steps():
     assert official_origin[AGNOSTIC] == "previous specialist"
     assert torch.equal(weight(official, SPECIALIST), weight(muhdi, SPECIALIST))
     assert torch.equal(carry.backbone.stem[0].weight, muhdi.backbone.stem[0].weight)
+    warm, warm_origin = with_branches(advent, (AGNOSTIC, SPECIALIST), new_branch="agnostic")
+    assert warm_origin == {AGNOSTIC: "previous agnostic", SPECIALIST: "previous agnostic"}
+    assert torch.equal(weight(warm, SPECIALIST), weight(advent, AGNOSTIC))
+    assert weight(warm, SPECIALIST) is not weight(warm, AGNOSTIC)  # copies, trained apart
     with pytest.raises(ConfigError):
         with_branches(muhdi, (AGNOSTIC,), "nope")  # type: ignore[arg-type]
 

@@ -161,23 +161,31 @@ def make_discriminators(num_classes: int, width: int, aux: bool = True) -> nn.Mo
 
 
 def with_branches(
-    previous: DeepLabV2, branches: tuple[str, ...], policy: HeadInit = "carry"
+    previous: DeepLabV2,
+    branches: tuple[str, ...],
+    policy: HeadInit = "carry",
+    new_branch: Literal["fresh", "agnostic"] = "fresh",
 ) -> tuple[DeepLabV2, dict[str, str]]:
     """A new segmenter for the next step: the previous backbone and the requested branches.
 
     Heads, by ``policy``:
 
-    * ``"carry"`` (ours): a branch that existed before keeps its previous heads; a new branch (the specialist at
-      the first MuHDi step) gets fresh heads (N(0, 0.01), drawn from the current RNG).
+    * ``"carry"`` (ours): a branch that existed before keeps its previous heads.
     * ``"official"``: the official state-dict loop (``scripts/train.py``): as ``carry``, except that the agnostic
       heads are overwritten by the previous *specialist* heads when the previous model has them (step 3 onwards).
+
+    A branch the previous model lacks (the specialist at the first MuHDi step) gets fresh heads (N(0, 0.01), drawn
+    from the current RNG: the official choice) with ``new_branch="fresh"``, or a copy of the previous agnostic heads
+    with ``new_branch="agnostic"`` (a warm start).
 
     Returns:
         The new segmenter and, per branch, where its heads came from ("previous agnostic", "previous specialist"
         or "fresh").
     """
-    if policy not in ("carry", "official"):
-        raise ConfigError(f"head_init={policy!r} is invalid; use 'carry' or 'official'")
+    if policy not in ("carry", "official") or new_branch not in ("fresh", "agnostic"):
+        raise ConfigError(
+            f"head_init={policy!r} / specialist_init={new_branch!r} is invalid; use carry|official and fresh|agnostic"
+        )
     model = copy.deepcopy(previous)
     old = previous.classifiers
     heads, origin = nn.ModuleDict(), {}
@@ -185,6 +193,8 @@ def with_branches(
         source = branch if branch in old else None
         if policy == "official" and branch == AGNOSTIC and SPECIALIST in old and SPECIALIST in branches:
             source = SPECIALIST
+        if source is None and new_branch == "agnostic" and AGNOSTIC in old:
+            source = AGNOSTIC
         if source is None:
             heads[branch] = fresh_heads(previous)
             origin[branch] = "fresh"

@@ -82,6 +82,8 @@ class StepSettings:
         kl_reduction: "elementwise_mean" (official, KL / C) or "pixel_mean".
         teacher_loss: transfer loss specialist -> agnostic: "kl" (official default) or "mse".
         head_init: heads across steps: "carry" (agnostic <- agnostic) or "official" (agnostic <- specialist).
+        specialist_init: the specialist heads at the first MuHDi step: "fresh" (official, N(0, 0.01)) or
+            "agnostic" (a copy of the previous agnostic heads: the warm start of the toy presets, README).
         momentum: SGD momentum.
         weight_decay: SGD weight decay (the discriminators have none).
         head_lr_scale: learning-rate multiplier of the classifier heads.
@@ -105,6 +107,7 @@ class StepSettings:
     kl_reduction: str = "elementwise_mean"
     teacher_loss: str = "kl"
     head_init: str = "carry"
+    specialist_init: str = "fresh"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_lr_scale: float = 10.0
@@ -123,6 +126,8 @@ class StepSettings:
             raise ConfigError(f"teacher_loss={self.teacher_loss!r} is invalid; use 'kl' or 'mse'")
         if self.head_init not in ("carry", "official"):
             raise ConfigError(f"head_init={self.head_init!r} is invalid; use 'carry' or 'official'")
+        if self.specialist_init not in ("fresh", "agnostic"):
+            raise ConfigError(f"specialist_init={self.specialist_init!r} is invalid; use 'fresh' or 'agnostic'")
         if not self.pod_scales or min(self.pod_scales) < 1:
             raise ConfigError(f"pod_scales={self.pod_scales} is invalid; give positive scales, e.g. (1, 2, 4)")
         weights = {k: v for k, v in vars(self).items() if k.startswith("lambda_") or k.endswith("_lr")}
@@ -274,7 +279,12 @@ class UdaStep(SegmentationEval):
         """The step's segmenter (grown from the previous step's) and its discriminators (restored)."""
         s = self.settings
         if self.previous is not None:
-            segmenter, self.head_origin = with_branches(self.previous, s.branches, s.head_init)  # type: ignore[arg-type]
+            segmenter, self.head_origin = with_branches(
+                self.previous,
+                s.branches,
+                s.head_init,
+                s.specialist_init,  # type: ignore[arg-type]
+            )
         else:
             assert self.scratch is not None
             fresh = self.scratch()
