@@ -40,7 +40,8 @@ class GeneratorSettings:
     """The SciMix generator and its training (all ours, spec §2.2 and §2.5).
 
     Attributes:
-        decoder: "modulated" (StyleGAN2-like), "adain" or "layered"; the default is the variant study's winner.
+        decoder: "modulated" (StyleGAN2-like), "adain" or "layered"; the default (adain, staged) is the variant study's
+            choice (README), made although no reading produced valid mixes.
         schedule: "staged" (frozen warm-up classifier as teacher) or "joint" (a classifier trained alongside; its EMA
             is the teacher).
         style_dim: d_s.
@@ -66,7 +67,7 @@ class GeneratorSettings:
         joint_ema: EMA decay of that classifier (the teacher).
     """
 
-    decoder: Literal["modulated", "adain", "layered"] = "modulated"
+    decoder: Literal["modulated", "adain", "layered"] = "adain"
     schedule: Literal["staged", "joint"] = "staged"
     style_dim: int = 64
     content_channels: int = 32
