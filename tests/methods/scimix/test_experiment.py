@@ -13,9 +13,11 @@ from frugalvision.methods.scimix.experiment import VARIANTS, best_variant, varia
 from frugalvision.methods.scimix.metrics import Pairs, between_class_mixes, composite_mixes, mix_quality
 
 
-def test_presets_validate_and_the_paper_presets_are_cifar():
+def test_presets_validate_and_the_paper_presets_are_cifar(tmp_path):
     for make in (smoke, standard, extended):
         make().validate()
+    for make in (paper, paper_cifar100):
+        replace(make(), data_root=str(tmp_path)).validate()
     assert paper().dataset == "cifar10" and paper().labels_per_class == 25 and paper().classifier == "wrn28_2"
     assert paper_cifar100().dataset == "cifar100"
     assert not any(row.endswith("+oracle") for row in paper().rows)
