@@ -16,6 +16,7 @@ from frugalvision.methods.scimix.metrics import Pairs, between_class_mixes, comp
 def test_presets_validate_and_the_paper_presets_are_cifar(tmp_path):
     for make in (smoke, standard, extended):
         make().validate()
+    (tmp_path / "cifar-10-batches-bin").mkdir()
     for make in (paper, paper_cifar100):
         replace(make(), data_root=str(tmp_path)).validate()
     assert paper().dataset == "cifar10" and paper().labels_per_class == 25 and paper().classifier == "wrn28_2"
