@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from frugalvision.errors import DataError
 
@@ -62,7 +62,10 @@ def make_loader(
 ) -> DataLoader:
     """Build a DataLoader whose order and worker randomness depend only on ``seed``.
 
-    Two loaders built with the same arguments yield the same batches in the same order, epoch after epoch.
+    Two loaders built with the same arguments yield the same batches in the same order, epoch after epoch. An
+    in-memory dataset that can fetch a whole batch at once (``fetch_batch``, e.g. :class:`ArrayDataset`, or a
+    ``TensorDataset``; see :func:`frugalvision.engine.batching.batch_fetcher`) is read one batch per indexing call
+    when no ``collate_fn`` is given: the same batches, in the same order, without one ``__getitem__`` per sample.
 
     Args:
         dataset: Map-style dataset.
@@ -88,6 +91,19 @@ def make_loader(
         raise DataError(f"num_workers={workers} must be >= 0; fix: pass 0 to load in the main process")
     gen = torch.Generator()
     gen.manual_seed(int(seed))
+    fetch = _batch_fetcher(dataset) if collate_fn is None else None
+    if fetch is not None:
+        order = RandomSampler(dataset, generator=gen) if shuffle else SequentialSampler(dataset)  # type: ignore[arg-type]
+        return DataLoader(
+            _BatchView(dataset, fetch),
+            sampler=BatchSampler(order, batch_size, drop_last),
+            batch_size=None,
+            num_workers=workers,
+            generator=gen,
+            worker_init_fn=seed_worker,
+            pin_memory=pin_memory,
+            persistent_workers=workers > 0,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -100,3 +116,23 @@ def make_loader(
         persistent_workers=workers > 0,
         collate_fn=collate_fn,
     )
+
+
+def _batch_fetcher(dataset: Dataset) -> Callable[[list[int]], Any] | None:
+    from frugalvision.engine.batching import batch_fetcher  # torch only: no Lightning
+
+    return batch_fetcher(dataset)
+
+
+class _BatchView(Dataset):
+    """A dataset whose item ``[i, j, ...]`` is the collated batch of those indices (for ``batch_size=None``)."""
+
+    def __init__(self, dataset: Dataset, fetch: Callable[[list[int]], Any]) -> None:
+        self.dataset = dataset
+        self.fetch = fetch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        return self.fetch(indices)

@@ -18,14 +18,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
+from frugalvision.engine.batching import batch_fetcher, fetched_batches
 from frugalvision.engine.checkpoint import (
     checkpoint_candidates,
     latest_checkpoint,
@@ -35,14 +34,16 @@ from frugalvision.engine.checkpoint import (
 )
 from frugalvision.engine.config import RESUME_NEUTRAL_LOOP_FIELDS, FabricConfig, LoopConfig
 from frugalvision.engine.ema import WeightEma
-from frugalvision.engine.fabric import build_fabric
 from frugalvision.engine.logging import RunLogger
 from frugalvision.engine.runlock import RunLock
 from frugalvision.engine.sampler import EpochOrder, GlobalBatchSampler
 from frugalvision.engine.schedule import set_lr, warmup_cosine_lr
-from frugalvision.engine.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from frugalvision.engine.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything, seed_step
 from frugalvision.engine.syncbn import convert_sync_batchnorm, has_batchnorm
 from frugalvision.errors import CheckpointError, ConfigError, TrainingDivergedError, writing
+
+if TYPE_CHECKING:
+    from lightning.fabric import Fabric
 
 
 def default_optimizer(model: nn.Module, loop: LoopConfig) -> torch.optim.Optimizer:
@@ -138,6 +139,8 @@ class FitResult:
         steps: optimiser steps done.
         wall_s: wall-clock seconds of this call.
         run_dir: where logs and checkpoints were written.
+        phases: seconds of this call by phase: ``train_s`` (set-up and optimiser steps), ``eval_s`` (periodic and
+            final evaluations), ``checkpoint_s`` (writing checkpoints); they add up to the call's wall time.
     """
 
     model: nn.Module
@@ -147,6 +150,7 @@ class FitResult:
     steps: int = 0
     wall_s: float = 0.0
     run_dir: Path | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,6 +172,8 @@ class _Run:
     previous_wall_s: float = 0.0
     start_time: float = field(default_factory=time.perf_counter)
     last_checkpoint: float = field(default_factory=time.perf_counter)
+    eval_s: float = 0.0
+    checkpoint_s: float = 0.0
 
     @property
     def wall_s(self) -> float:
@@ -185,6 +191,8 @@ class Engine:
     """
 
     def __init__(self, config: FabricConfig | None = None, log_dir: str | Path | None = None, progress: bool = True):
+        from frugalvision.engine.fabric import build_fabric  # Lightning is imported when an engine is made
+
         self.config = config or FabricConfig()
         self.fabric: Fabric = build_fabric(self.config)
         self.log_dir = Path(log_dir) if log_dir is not None else None
@@ -293,6 +301,8 @@ class Engine:
         batches = self._batches(task, loop, run.step * loop.grad_accum, run.dataset)
         if on_start is not None:
             on_start()
+        from tqdm.auto import tqdm
+
         bar = tqdm(
             total=loop.max_steps,
             initial=run.step,
@@ -305,8 +315,9 @@ class Engine:
         while run.step < loop.max_steps:
             row = self._optimizer_step(run, batches)
             self._after_step(run, row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
-            bar.update(1)
+            if not bar.disable:
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
+                bar.update(1)
         bar.close()
         return self._finish(run)
 
@@ -433,10 +444,20 @@ class Engine:
     def _epochs(
         self, task: Task, loop: LoopConfig, micro_step: int, dataset: Dataset, sampler: GlobalBatchSampler
     ) -> Iterator[Any]:
-        """The micro-batches of :meth:`_batches`, epoch after epoch (a generator: nothing runs until the first)."""
+        """The micro-batches of :meth:`_batches`, epoch after epoch (a generator: nothing runs until the first).
+
+        An in-memory dataset that fetches whole batches (:func:`~frugalvision.engine.batching.batch_fetcher`) is read
+        one indexing call per batch when the task has no collate function and no worker processes are asked for; the
+        batches are those the DataLoader would give.
+        """
         epoch, offset = divmod(micro_step, len(sampler))
+        fetch = batch_fetcher(dataset) if loop.num_workers == 0 and task.collate() is None else None
         while True:
             sampler.set_epoch(epoch, offset)
+            if fetch is not None:
+                yield from fetched_batches(fetch, sampler.index_batches())
+                epoch, offset = epoch + 1, 0
+                continue
             loader = DataLoader(
                 dataset,
                 batch_sampler=sampler,
@@ -467,14 +488,14 @@ class Engine:
         logs: dict[str, float] = {}
         loss_sum = 0.0
         for micro in range(loop.grad_accum):
-            seed_everything(derive_seed(loop.seed, "step", self.rank, run.step, micro))
+            seed_step(derive_seed(loop.seed, "step", self.rank, run.step, micro), self.device)
             batch = fabric.to_device(next(batches))
             is_last = micro == loop.grad_accum - 1
             with fabric.no_backward_sync(model, enabled=not is_last and self.world_size > 1):
                 loss, step_logs = run.task.training_step(model, batch, run.step)
                 loss_value = loss.detach().item()  # the one device sync of the micro-step
                 self._check_finite(loss_value, run)
-                fabric.backward(loss / loop.grad_accum)
+                fabric.backward(loss / loop.grad_accum if loop.grad_accum > 1 else loss)
             loss_sum += loss_value / loop.grad_accum
             for key, value in step_logs.items():
                 logs[key] = logs.get(key, 0.0) + float(value) / loop.grad_accum
@@ -519,6 +540,7 @@ class Engine:
         return bool(self.broadcast(due))
 
     def _save_run(self, run: _Run) -> None:
+        began = time.perf_counter()
         extra = {
             "history": run.history,
             "wall_s": run.wall_s,
@@ -539,9 +561,11 @@ class Engine:
         run.last_checkpoint = time.perf_counter()
         if run.logger is not None:
             run.logger.write(run.history)
+        run.checkpoint_s += time.perf_counter() - began
 
     def _evaluate_run(self, run: _Run) -> dict[str, dict[str, float]]:
         """Evaluate the model (the EMA copy when on), log the metrics and call the task's hook."""
+        began = time.perf_counter()
         evaluated = run.ema.module if run.ema is not None else run.model
         loop = run.loop
         metrics = self.evaluate(
@@ -549,6 +573,7 @@ class Engine:
         )
         self._log_eval(metrics, run.step, run.history, run.logger)
         run.task.on_evaluate(self._unwrap(evaluated), run.step, metrics)
+        run.eval_s += time.perf_counter() - began
         return metrics
 
     def _finish(self, run: _Run) -> FitResult:
@@ -565,7 +590,13 @@ class Engine:
             steps=run.step,
             wall_s=run.wall_s,
             run_dir=run.run_path,
+            phases=self._phases(run),
         )
+
+    def _phases(self, run: _Run) -> dict[str, float]:
+        total = time.perf_counter() - run.start_time
+        train_s = total - run.eval_s - run.checkpoint_s
+        return {"train_s": train_s, "eval_s": run.eval_s, "checkpoint_s": run.checkpoint_s}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -602,13 +633,7 @@ class Engine:
             indices = list(range(self.rank, len(dataset), self.world_size))
             true_length = len(indices)
             indices += [indices[-1] if indices else 0] * (per_rank - true_length)
-            loader = DataLoader(
-                Subset(dataset, indices),
-                batch_size=batch_size,
-                shuffle=False,
-                collate_fn=task.collate(),
-                num_workers=num_workers,
-            )
+            loader = self._eval_batches(task, dataset, indices, batch_size, num_workers)
             collected: dict[str, list[torch.Tensor]] = {}
             for batch in loader:
                 with self.fabric.autocast():
@@ -619,6 +644,23 @@ class Engine:
             results[name] = task.eval_metrics({k: v.cpu() for k, v in merged.items()})
         model.train(was_training)
         return results
+
+    def _eval_batches(
+        self, task: Task, dataset: Dataset, indices: list[int], batch_size: int, num_workers: int
+    ) -> Iterator[Any]:
+        """The batches of ``dataset[indices]`` in order: one indexing call per batch when the dataset allows it."""
+        fetch = batch_fetcher(dataset) if num_workers == 0 and task.collate() is None else None
+        if fetch is not None:
+            chunks = [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+            return fetched_batches(fetch, chunks)
+        loader = DataLoader(
+            Subset(dataset, indices),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=task.collate(),
+            num_workers=num_workers,
+        )
+        return iter(loader)
 
     def _gather(self, tensor: torch.Tensor, true_length: int) -> torch.Tensor:
         """Gather equal-length shards from all ranks and drop each rank's padding."""

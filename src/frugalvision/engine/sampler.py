@@ -75,8 +75,13 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return len(self._epoch_indices) // self.global_batch_size - self.start_batch
 
     def __iter__(self) -> Iterator[list[int]]:
-        indices = self._epoch_indices
+        for batch in self.index_batches():
+            yield batch.tolist()
+
+    def index_batches(self) -> Iterator[torch.Tensor]:
+        """This rank's batches of the epoch as int64 index tensors (what ``__iter__`` yields as lists)."""
+        indices = torch.as_tensor(self._epoch_indices, dtype=torch.long)
         global_batch = self.global_batch_size
         for batch in range(self.start_batch, len(indices) // global_batch):
             chunk = indices[batch * global_batch : (batch + 1) * global_batch]
-            yield chunk[self.rank :: self.world_size].tolist()
+            yield chunk[self.rank :: self.world_size]

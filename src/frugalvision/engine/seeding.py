@@ -9,7 +9,7 @@ import torch
 
 from frugalvision.seeding import derive_seed
 
-__all__ = ["capture_rng_state", "derive_seed", "restore_rng_state", "seed_everything"]
+__all__ = ["capture_rng_state", "derive_seed", "restore_rng_state", "seed_everything", "seed_step"]
 
 
 def seed_everything(seed: int) -> None:
@@ -17,6 +17,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def seed_step(seed: int, device: torch.device | str = "cpu") -> None:
+    """Reseed the generators a training step can draw from: the states :func:`seed_everything` would give them.
+
+    The engine calls this before every micro-step. ``torch.manual_seed`` also queues a lazy seeding of every
+    accelerator that is not initialised yet (recording a stack trace each time: about 0.2 ms on a CUDA build, more
+    than a tiny model's step); here only the CPU generator and, on CUDA, the devices already in use are seeded, which
+    are the only generators a step running on ``device`` draws from. Other accelerators take the full path.
+    """
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
+        seed_everything(seed)
+        return
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.default_generator.manual_seed(seed)
+    if kind == "cuda" or torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
 
 
 def capture_rng_state() -> dict[str, object]:
