@@ -30,7 +30,14 @@ from frugalvision.harness.stats import (
     supported_rate,
     threshold,
 )
-from frugalvision.harness.timing import Timing, interleaved_timings, latency_ratio
+from frugalvision.harness.timing import (
+    Timing,
+    benchmark_result,
+    interleaved_ratio,
+    interleaved_timings,
+    latency_ratio,
+    ratio_entry,
+)
 
 __all__ = [
     "REQUIRED_PRESETS",
@@ -47,15 +54,18 @@ __all__ = [
     "UnitResult",
     "Verdict",
     "apply_threads",
+    "benchmark_result",
     "claim_verdict",
     "compare",
     "fingerprint_fields",
+    "interleaved_ratio",
     "interleaved_timings",
     "latency_ratio",
     "metric_values",
     "null_rows",
     "paired_difference",
     "print_summary",
+    "ratio_entry",
     "run_experiment",
     "study_dir",
     "supported_rate",

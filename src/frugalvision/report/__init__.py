@@ -1,6 +1,7 @@
 """Results format (results.json), Markdown/HTML report rendering and matplotlib figure helpers."""
 
 from frugalvision.report.archive import archive_results, load_archive, results_table, update_readme
+from frugalvision.report.bench_table import archive_bench, bench_table, load_bench, update_readme_bench
 from frugalvision.report.figures import bar_plot, image_grid, line_plot
 from frugalvision.report.render import (
     collect_results,
@@ -28,8 +29,10 @@ __all__ = [
     "VERDICTS",
     "ResultsDoc",
     "Row",
+    "archive_bench",
     "archive_results",
     "bar_plot",
+    "bench_table",
     "collect_results",
     "environment",
     "format_mean_std",
@@ -37,6 +40,7 @@ __all__ = [
     "image_grid",
     "line_plot",
     "load_archive",
+    "load_bench",
     "load_results",
     "make_results",
     "render_html",
@@ -44,6 +48,7 @@ __all__ = [
     "results_table",
     "summarize",
     "update_readme",
+    "update_readme_bench",
     "validate_results",
     "write_report",
     "write_results",

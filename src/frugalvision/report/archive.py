@@ -68,6 +68,7 @@ def load_archive(results_root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; archive a run with `frugal report --out runs --archive {root}`")
     paths = [*root.glob(f"*/*/{RESULTS_FILE}"), *root.glob(f"*/*/*/{RESULTS_FILE}")]
+    paths = [path for path in paths if path.relative_to(root).parts[0] != "bench"]  # `frugal bench` results
     docs = [load_results(path) for path in paths]
     order = {"smoke": 0, "standard": 1, "extended": 2, "paper": 3}
     docs.sort(

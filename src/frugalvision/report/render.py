@@ -58,6 +58,8 @@ def collect_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise DataError(f"{base}: not a folder; pass the output folder of `frugal reproduce`")
     docs = []
     for path in [*base.glob(f"*/{RESULTS_FILE}"), *base.glob(f"*/*/{RESULTS_FILE}")]:
+        if path.relative_to(base).parts[0] == "bench":
+            continue  # `frugal bench` results: the performance table, not the report
         doc = load_results(path)
         doc[_FOLDER_KEY] = path.parent.relative_to(base).as_posix()
         docs.append(doc)
