@@ -7,26 +7,29 @@ Examples::
     frugal run baseline --config runs/baseline/config.yaml      # replay a saved run
     frugal reproduce --preset standard --out runs
     frugal report --out runs
+
+Start-up: :func:`main` first sets the thread policy (:mod:`frugalvision.threads`, before anything imports torch);
+``list`` and ``--help`` import neither torch nor Lightning nor a method's modules, and ``run METHOD --help`` is
+answered from a cache of the help text (keyed by the installed sources, the arguments and the terminal) once it has
+been rendered; torch, Lightning and a method's modules are imported only when a command needs them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-import tyro
-
-from frugalvision.config_io import config_from_dict, config_to_dict, read_config_file
 from frugalvision.errors import ConfigError, FrugalError, output_error
 from frugalvision.registry import CORE_PRESETS, METHODS, available_methods, get_method
+from frugalvision.threads import apply_thread_policy
 
 T = TypeVar("T")
 
@@ -45,7 +48,9 @@ commands:
   report [--out DIR]           render <out>/REPORT.md and report.html from the results.json files
                                  (--archive results: copy them under results/<method>/<preset>/;
                                   --readme README.md: regenerate the README's results table from the archive)
-  bench [options]              run the speed benchmarks of the available methods
+  bench [options]              run every benchmark (engine, start-up, each method's): interleaved ratios
+                                 against named peers, one results.json per benchmark under <out>/bench/
+                                 (--archive results --readme README.md: the README's performance table)
 
 `frugal run METHOD --help` lists every field of that method's config."""
 
@@ -89,15 +94,21 @@ class ReportArgs:
 
 @dataclass
 class BenchArgs:
-    """Run speed benchmarks.
+    """Run the speed benchmarks: the framework's (engine, start-up) and every registered experiment's.
 
     Attributes:
-        methods: methods to benchmark (default: all with a benchmark).
-        out: output root; results go to ``<out>/bench/<method>.json``.
+        methods: benchmarks to run (method names, "engine", "startup"; default: all).
+        out: output root; each benchmark writes ``<out>/bench/<name>/results.json``.
+        archive: copy the results.json files under ``<archive>/bench/<name>/`` (e.g. ``results``).
+        readme: regenerate the performance table of this README from the ``archive`` folder.
+        table_only: run nothing; only regenerate the ``readme`` table from the ``archive`` folder.
     """
 
     methods: tuple[str, ...] = ()
     out: str = "runs"
+    archive: str = ""
+    readme: str = ""
+    table_only: bool = False
 
 
 def _is_main_process() -> bool:
@@ -111,6 +122,8 @@ def parse_args(cls: type[T], args: Sequence[str], prog: str, default: T | None =
     Raises:
         ConfigError: an unknown option or a value of the wrong type (names the option and, if any, a suggestion).
     """
+    import tyro
+
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -205,6 +218,8 @@ def build_config(method: str, args: Sequence[str]) -> Any:
     Raises:
         ConfigError: unknown method/preset/study, invalid file or value.
     """
+    from frugalvision.config_io import config_from_dict, config_to_dict, read_config_file
+
     experiment = get_method(method).load()
     rest = list(args)
     config_file = _pop_option(rest, "--config")
@@ -242,8 +257,105 @@ def cmd_run(args: list[str]) -> int:
     if not args or args[0].startswith("-"):
         return _fail("frugal run needs a method name; see `frugal list`")
     method, rest = args[0], args[1:]
+    if {"-h", "--help"} & set(rest):
+        get_method(method)  # an unknown name is a one-line error, never a cached page
+        print_help(method, rest, lambda: build_config(method, rest))
     run_method(method, build_config(method, rest))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------- help cache
+def _help_cache_dir() -> Path:
+    """``$FRUGALVISION_CACHE/help``, else ``$XDG_CACHE_HOME/frugalvision/help`` (``~/.cache`` by default)."""
+    root = os.environ.get("FRUGALVISION_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "frugalvision"
+    )
+    return Path(root) / "help"
+
+
+def _sources_stamp() -> str:
+    """sha256 over the path, size and mtime of every source file of the installed package (about 1 ms)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(package)):
+        for name in sorted(files):
+            if name.endswith((".py", ".yaml")):
+                stat = os.stat(os.path.join(folder, name))
+                digest.update(f"{os.path.relpath(folder, package)}/{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _help_key(method: str, args: Sequence[str]) -> tuple[str, str] | None:
+    """(file prefix, key) of a cacheable help request, or None (a ``--config`` file makes it uncacheable)."""
+    if any(arg == "--config" or arg.startswith("--config=") for arg in args):
+        return None
+    import importlib.metadata
+    import shutil
+
+    try:
+        tyro_version = importlib.metadata.version("tyro")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    terminal = (
+        shutil.get_terminal_size().columns,
+        sys.stdout.isatty() and os.environ.get("TERM") not in (None, "dumb"),
+        getattr(sys.stdout, "encoding", ""),
+    )
+    environment = sorted((k, v) for k, v in os.environ.items() if k.startswith("FRUGALVISION_"))
+    context = [method, list(args), terminal, tyro_version, sys.version_info[:2], _sources_stamp(), environment]
+    prefix = f"{method}-" + hashlib.sha256(repr([method, list(args)]).encode()).hexdigest()[:12]
+    return prefix, hashlib.sha256(repr(context).encode()).hexdigest()[:16]
+
+
+class _Captured(io.StringIO):
+    """Stands in for stdout while the help renders, answering ``isatty`` and ``encoding`` as the real one does."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__()
+        self._real = real
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._real, "isatty", lambda: False)())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._real, "encoding", None) or "utf-8"
+
+
+def print_help(method: str, args: Sequence[str], render: Callable[[], Any]) -> NoReturn:
+    """Print ``frugal run METHOD ... --help`` from the help cache, or rendered by ``render`` (then cached).
+
+    Rendering imports the method's experiment, and with it torch; the cached page is the same text, printed without
+    importing either. A cache folder that cannot be read or written is ignored.
+
+    Raises:
+        SystemExit: with code 0 after printing, as the parser's own ``--help`` does.
+    """
+    key = _help_key(method, args)
+    page = _help_cache_dir() / f"{key[0]}-{key[1]}.txt" if key is not None else None
+    if page is not None and page.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            sys.stdout.write(page.read_text(encoding="utf-8"))
+            raise SystemExit(0)
+    captured = _Captured(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(captured):
+            render()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            sys.stdout.write(captured.getvalue())
+            raise
+    text = captured.getvalue()
+    sys.stdout.write(text)
+    if page is not None and key is not None and text:
+        with contextlib.suppress(OSError):
+            page.parent.mkdir(parents=True, exist_ok=True)
+            for stale in page.parent.glob(f"{key[0]}-*.txt"):
+                stale.unlink(missing_ok=True)
+            temporary = page.with_name(f".{page.name}.{os.getpid()}.tmp")
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, page)
+    raise SystemExit(0)
 
 
 def _duration(seconds: float) -> str:
@@ -305,28 +417,37 @@ def cmd_report(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    """``frugal bench``: each available method's ``benchmark(out_dir)``."""
+    """``frugal bench``: the framework's benchmarks and every registered experiment's ``benchmark(out_dir)``."""
     options = parse_args(BenchArgs, args, "frugal bench")
-    methods = list(options.methods) or available_methods()
-    out = Path(options.out) / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    ran = 0
-    for method in methods:
-        experiment = get_method(method).load()
-        if experiment.benchmark is None:
-            continue
-        print(f"== bench {method}", flush=True)
-        result = experiment.benchmark(out)
-        (out / f"{method}.json").write_text(json.dumps(result, indent=2))
-        print(json.dumps(result, indent=2))
-        ran += 1
-    if ran == 0:
-        return _fail("no benchmark found for the selected methods")
+    if options.readme and not options.archive:
+        raise ConfigError("--readme needs --archive (the folder the table is built from), e.g. --archive results")
+    if not options.table_only:
+        from frugalvision.harness.bench import run_benchmarks
+
+        start = time.perf_counter()
+        documents = run_benchmarks(options.methods, options.out, log=lambda line: print(line, flush=True))
+        where = Path(options.out) / "bench"
+        print(f"ran {len(documents)} benchmark(s) in {_duration(time.perf_counter() - start)}; wrote {where}/*/")
+        failed = [document["benchmark"] for document in documents if document["error"]]
+        if failed:
+            print(f"error: benchmark(s) {', '.join(failed)} failed; see the messages above", file=sys.stderr)
+            return 1
+        if options.archive:
+            from frugalvision.report import archive_bench
+
+            print(
+                f"archived {len(archive_bench(options.out, options.archive))} benchmark file(s) under {options.archive}"
+            )
+    if options.readme:
+        from frugalvision.report import update_readme_bench
+
+        print(f"updated the performance table of {update_readme_bench(options.readme, options.archive)}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``frugal`` console script."""
+    """Entry point of the ``frugal`` console script (sets the thread policy before anything imports torch)."""
+    apply_thread_policy()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(USAGE)

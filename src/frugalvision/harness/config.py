@@ -84,11 +84,25 @@ def apply_threads(threads: int) -> int:
 
 
 def thread_environment() -> dict[str, object]:
-    """Threads and OpenMP policy of this process, for results.json."""
+    """Threads, OpenMP policy (and who set it: :mod:`frugalvision.threads`) and peak memory of this process.
+
+    Returns:
+        ``{"threads", "omp_wait_policy", "omp_wait_policy_source", "omp_num_threads", "peak_rss_mib"}`` for
+        results.json (the peak resident memory of the process so far, in MiB, where the platform reports it).
+    """
     import torch
 
-    return {
+    from frugalvision.threads import thread_policy
+
+    environment: dict[str, object] = {
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        **thread_policy(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
     }
+    try:
+        import resource
+
+        environment["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):  # pragma: no cover - not on Windows
+        pass
+    return environment
