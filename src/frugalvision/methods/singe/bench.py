@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,13 +46,25 @@ def _forward(model: nn.Module, inputs: Tensor, number: int) -> Any:
     return run
 
 
+def calls_for(model: nn.Module, inputs: Tensor, seconds: float = 0.02) -> int:
+    """Forwards per timed call so that one call of ``model`` lasts about ``seconds``.
+
+    Sub-millisecond calls (batch 1) are dominated by scheduler noise; several forwards per call average it out.
+    """
+    run = _forward(model, inputs, 1)
+    run()
+    start = time.perf_counter()
+    run()
+    return max(1, math.ceil(seconds / max(time.perf_counter() - start, 1e-6)))
+
+
 def speed_ratios(
     dense: nn.Module,
     pruned: dict[str, nn.Module],
     inputs: Tensor,
     threads: int = 1,
     rounds: int = 15,
-    number: int = 3,
+    number: int | None = None,
     warmup: int = 2,
 ) -> dict[str, dict[str, float]]:
     """Latency of each pruned model relative to the dense one, all arms interleaved in shuffled rounds.
@@ -61,7 +75,7 @@ def speed_ratios(
         inputs: one input batch.
         threads: torch threads while timing.
         rounds: timed rounds (each times ``number`` forwards of every model, in a shuffled order).
-        number: forwards per timed call.
+        number: forwards per timed call (None: enough for about 20 ms of the dense model, see :func:`calls_for`).
         warmup: untimed rounds first.
 
     Returns:
@@ -75,10 +89,10 @@ def speed_ratios(
     for name, model in pruned.items():
         if sum(p.numel() for p in model.parameters()) >= dense_params:
             raise ValueError(f"pruned model {name!r} is not smaller than the dense one; latency needs removed channels")
-    arms = {"dense": _forward(dense, inputs, number)} | {
-        f"pruned:{k}": _forward(m, inputs, number) for k, m in pruned.items()
-    }
     with torch_threads(threads):
+        number = number or calls_for(dense, inputs)
+        arms = {"dense": _forward(dense, inputs, number)}
+        arms |= {f"pruned:{k}": _forward(m, inputs, number) for k, m in pruned.items()}
         timings = interleaved_timings(arms, rounds=rounds, warmup=warmup)
     out = {}
     for name in pruned:
