@@ -44,7 +44,7 @@ class LossWeights:
 
     Attributes:
         rec: lambda_rec.
-        sem: lambda_sem.
+        sem: lambda_sem (0.1; the spec's 1 collapsed the decoder on FashionComposite, see the README).
         cls: lambda_cls.
         cyc: lambda_cyc.
         swap: lambda_swap (in-class swap reconstruction).
@@ -55,7 +55,7 @@ class LossWeights:
     """
 
     rec: float = 1.0
-    sem: float = 1.0
+    sem: float = 0.1
     cls: float = 0.5
     cyc: float = 0.1
     swap: float = 1.0
