@@ -83,7 +83,7 @@ class MimoRunConfig(RunConfig):
     p_cut: float = 0.5
     batch_repetition: int = 2
     input_repetition: float = 0.0
-    unmix: str = "spatial"
+    unmix: str = "learned-final"
     unmix_norm_act: bool = True
     mask_loss_weight: float = 0.1
     shared_head: bool = False
