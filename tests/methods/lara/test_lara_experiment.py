@@ -149,6 +149,43 @@ def test_verdict_rule_on_constructed_rows() -> None:
     assert "supported if the preconditions hold" in result.rule
 
 
+def test_learned_means_beyond_the_best_scene_independent_map() -> None:
+    config = standard()
+    prior = [0.11] * 3
+    # LaRa above dense and camera index, but not above the prior: it may just predict where vehicles usually are
+    on_prior = {"prior": prior, "lara": [0.105, 0.11, 0.112], "dense": [0.08, 0.081, 0.079], "lara-camidx": [0.07] * 3}
+    result = verdict(config, rows(on_prior))
+    assert result.verdict == "inconclusive" and "fails" in result.evidence[-1] and "prior" in result.evidence[-1]
+    # the earlier fixed floor (0.05) would have let this comparison through
+    assert experiment_module.LEARNED_FLOOR < min(on_prior["lara"])
+    beyond = {**on_prior, "lara": [0.20, 0.21, 0.22]}
+    assert verdict(config, rows(beyond)).verdict == "supported"
+    # either arm of the robustness study may show that learning happened
+    study = replace(standard(), study="robustness")
+    helps = {"prior": prior, "lara": [0.30, 0.31, 0.32], "lara-noplucker": [0.11, 0.10, 0.11]}
+    assert robustness_verdict(study, rows(helps)).verdict == "supported"
+
+
+def test_best_constant_map_is_the_best_scene_independent_prediction() -> None:
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(5, 5, generator=gen)
+    maps = (torch.rand(40, 5, 5, generator=gen) < base).float()
+    best = experiment_module.best_constant_map(maps)
+    # brute force over every constant binary map of a 5 x 5 grid would be 2^25; for each size the cells with the
+    # most positives are optimal, so sweep sizes over the cells sorted by their positive count
+    counts = maps.sum(0).flatten()
+    order = counts.argsort(descending=True)
+    total = float(maps.sum())
+    ious = [float(counts[order[:k]].sum()) / (k * 40 + total - float(counts[order[:k]].sum())) for k in range(1, 26)]
+    assert best["iou_all"] == pytest.approx(max(ious), abs=1e-12)
+    # and no random constant map does better
+    for _ in range(200):
+        mask = torch.rand(25, generator=gen) < 0.5
+        tp = float(counts[mask].sum())
+        assert tp / (int(mask.sum()) * 40 + total - tp + 1e-12) <= best["iou_all"] + 1e-12
+    assert 0 < best["ap"] <= 1
+
+
 def test_robustness_verdict_rule_on_constructed_rows() -> None:
     config = replace(standard(), study="robustness")
     plucker_helps = {"lift": [0.5] * 3, "lara": [0.35, 0.36, 0.34], "lara-noplucker": [0.31, 0.32, 0.31]}
@@ -167,9 +204,10 @@ def test_tiny_run_end_to_end_and_deterministic(tmp_path: Path) -> None:
     folder = tmp_path / "a" / "lara"
     assert (folder / "results.json").exists() and (folder / "bev_predictions.png").exists()
     assert (folder / "config.yaml").exists() and any((folder / "cache").glob("toybev-*.safetensors"))
-    assert [r["name"] for r in first["rows"]] == ["lara", "dense"]
+    assert [r["name"] for r in first["rows"]] == ["lara", "dense", "prior"]  # one prior row per seed (one seed)
+    assert 0 < first["rows"][-1]["metrics"]["iou_all"] <= 1
     assert first["verdict"] in ("supported", "not supported", "inconclusive") and first["verdict_rule"]
-    for a, b in zip(first["rows"], second["rows"], strict=True):
+    for a, b in zip(first["rows"][:-1], second["rows"][:-1], strict=True):
         for key in ("iou_all", "ap", "iou_best", "val_iou_all", "val_iou_vis2", "iou_r0-8", "params_m", "pos_weight"):
             assert a["metrics"][key] == b["metrics"][key]
         assert a["metrics"]["pos_weight"] > 5  # negatives / positives of ToyBEV (about 14)
@@ -180,8 +218,8 @@ def test_tiny_robustness_study(tmp_path: Path) -> None:
     config = tiny(tmp_path, study="robustness", study_arms=("lara", "lara-noplucker"))
     document = run_experiment(EXPERIMENT, config)
     assert (tmp_path / "lara" / "robustness" / "results.json").exists()
-    assert [r["name"] for r in document["rows"]] == ["lara", "lara-noplucker"]
-    for row in document["rows"]:
+    assert [r["name"] for r in document["rows"]] == ["lara", "lara-noplucker", "prior"]
+    for row in document["rows"][:-1]:
         assert "iou_all" in row["metrics"] and "val_iou_all" in row["metrics"]
         m = row["metrics"]
         assert m["val_iou_all_drop_worst"] <= m["val_iou_all_drop_mean"] + 1e-9
@@ -237,3 +275,8 @@ def test_benchmark_quick(tmp_path: Path) -> None:
     assert rows_[1]["dense_over_lara_mib"] > rows_[0]["dense_over_lara_mib"]
     assert rows_[0]["dense_over_lara_ms_q25"] <= rows_[0]["dense_over_lara_ms"] <= rows_[0]["dense_over_lara_ms_q75"]
     assert (tmp_path / "lara_benchmark.json").is_file()
+    # the performance-table rows: LaRa / the dense peer at 6 cameras, fused SDPA first, fields of ratio_entry
+    assert [(e["attn_impl"], e["tokens"]) for e in result["ratios"]] == [("sdpa", 768), ("math", 768)]
+    for entry, head in zip(result["ratios"], result["headline"], strict=True):
+        assert entry["arm"].startswith("LaRa") and entry["peer"].startswith("dense")
+        assert entry["ratio"] == pytest.approx(head["lara_over_dense_ms"]) and entry["rounds"] == 2
