@@ -123,7 +123,11 @@ def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="data-root"):
         config.validate()
     assert set(experiment.EXPERIMENT.presets) == {"smoke", "standard", "extended", "paper"}
-    assert set(experiment.EXPERIMENT.studies) == {"ablations"}
+    assert set(experiment.EXPERIMENT.studies) == {"ablations", "itm_weight"}
+    config = experiment.smoke()
+    config.itm_grid = (0.1, 0.3)
+    with pytest.raises(ConfigError, match="itm_grid"):
+        config.validate()
     paper = experiment.paper()
     assert paper.loop.batch_size == 100 and paper.freeze_image_epochs == 20
     # an ImageNet backbone pairs the 0.05 starting margin with the full learning rate (CLIP: 0.18 with 0.1 x)
@@ -168,6 +172,43 @@ def test_ablations_study_writes_its_own_results(tmp_path):
     config.study = "variants"
     with pytest.raises(ConfigError, match="study"):
         run_experiment(experiment.EXPERIMENT, config)
+
+
+def _itm_rows(values):
+    return [
+        {"name": experiment.itm_name(w), "seed": s, "metrics": {"val_r1": v}}
+        for w, vs in values.items()
+        for s, v in enumerate(vs)
+    ]
+
+
+@pytest.mark.parametrize(
+    "values, chosen, expected",
+    [
+        ({0.1: (0.30, 0.31, 0.32), 0.3: (0.22, 0.24, 0.2), 1.0: (0.20, 0.21, 0.19)}, 0.1, "supported"),
+        ({0.1: (0.10, 0.11, 0.12), 0.3: (0.14, 0.15, 0.13), 1.0: (0.20, 0.21, 0.19)}, 1.0, "not supported"),
+        ({0.1: (0.20, 0.25, 0.15), 0.3: (0.14, 0.15, 0.13), 1.0: (0.20, 0.21, 0.19)}, 1.0, "inconclusive"),
+        ({0.1: (0.2, 0.2, 0.2), 0.3: (0.2, 0.2, 0.2), 1.0: (0.2, 0.2, 0.2)}, 1.0, "inconclusive"),  # ties: paper
+    ],
+)
+def test_itm_weight_choice_and_verdict(values, chosen, expected):
+    config = experiment.extended()
+    rows = _itm_rows(values)
+    assert experiment.chosen_itm_weight(config, rows) == chosen
+    verdict = experiment.itm_verdict(config, rows)
+    assert verdict.verdict == expected and "alpha / 2" in verdict.rule
+
+
+def test_itm_weight_study_uses_validation_only(tmp_path):
+    config = _tiny(tmp_path, study="itm_weight", itm_grid=(0.5, 1.0))
+    document = run_experiment(experiment.EXPERIMENT, config)
+    loaded = load_results(tmp_path / "tfood" / "itm_weight" / "results.json")
+    assert [r["name"] for r in loaded["rows"]] == ["tfood_itm0.5", "tfood_itm1"]
+    for row in loaded["rows"]:
+        assert not any(key.startswith("test") for key in row["metrics"]) and 0 <= row["metrics"]["val_r1"] <= 1
+        assert row["metrics"]["val_r1"] == row["metrics"]["val/bag20/R@1"]
+    assert experiment.itm_verdict(config, loaded["rows"]).verdict == document["verdict"]
+    assert "Chosen ITM weight" in loaded["notes"]
 
 
 def test_global_batch_is_the_config_value_and_titles_are_kept_whole(tmp_path):

@@ -25,6 +25,8 @@ ARMS = (
 DEFAULT_ARMS = ("ht_fixed", "dynamic_margin", "semantic", "tfood", "tfood_rerank")
 #: full T-Food and T-Food minus one component (the ``ablations`` study)
 ABLATION_ARMS = ("tfood", "tfood_no_dynamic", "tfood_no_semantic", "tfood_no_mmr")
+#: the paper's ITM loss weight (L = L_tri + 1.0 L_ITM)
+PAPER_ITM_WEIGHT = 1.0
 
 
 @dataclass
@@ -60,7 +62,8 @@ class TFoodConfig(RunConfig):
         margin_delta: increment per epoch; 0 scales it so alpha reaches margin_max at the last epoch (toy runs).
         margin_max: incremental margin alpha_max (0.3).
         semantic_weight: weight of the semantic triplets (0.1).
-        itm_weight: weight of the ITM loss (1.0).
+        itm_weight: weight of the ITM loss (paper 1.0; ``extended`` uses the weight chosen on validation).
+        itm_grid: ITM weights the ``itm_weight`` study compares on validation (must hold the paper's 1.0).
         itm_temperature: hard-negative sampling temperature (1.0).
         freeze_image_epochs: epochs with the image backbone frozen (paper 20; 0 for a random-init backbone).
         image_lr_scale: image backbone learning rate / the rest (paper 0.1).
@@ -107,7 +110,8 @@ class TFoodConfig(RunConfig):
     margin_delta: float = 0.0
     margin_max: float = 0.3
     semantic_weight: float = 0.1
-    itm_weight: float = 1.0
+    itm_weight: float = PAPER_ITM_WEIGHT
+    itm_grid: tuple[float, ...] = (0.1, 0.3, PAPER_ITM_WEIGHT)
     itm_temperature: float = 1.0
     freeze_image_epochs: int = 0
     image_lr_scale: float = 1.0
@@ -163,6 +167,10 @@ class TFoodConfig(RunConfig):
             raise ConfigError("pretrain_steps must be >= 0, pretrain_batch >= 2 and pretrain_temperature > 0")
         if self.pretrain_steps and self.image.backbone != "vit":
             raise ConfigError("pretrain_steps pretrains the random-init ViT; set it to 0 with a pretrained backbone")
+        if PAPER_ITM_WEIGHT not in self.itm_grid or len(set(self.itm_grid)) < 2 or min(self.itm_grid) <= 0:
+            raise ConfigError(
+                f"itm_grid={self.itm_grid} is invalid; give >= 2 positive weights including the paper's 1.0"
+            )
         if not 0.0 <= self.background_fraction < 1.0:
             raise ConfigError(f"background_fraction={self.background_fraction} is invalid; use a value in [0, 1)")
 
