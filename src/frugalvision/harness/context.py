@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import shutil
-from collections.abc import Callable, Hashable, Mapping
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -69,6 +73,7 @@ class Context(Generic[C]):
         self._fingerprint = dict(fingerprint or {})
         self._on_start = on_start
         self.seed_offsets = loop_seed_offsets(config)
+        self._profile: dict[str, float] = {}
 
     # ----------------------------------------------------------------- where we are
     @property
@@ -97,6 +102,7 @@ class Context(Generic[C]):
         """Point the context at a new unit (the harness calls this)."""
         self._unit = unit
         self._fit_names = set()
+        self._profile = {}
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -135,9 +141,32 @@ class Context(Generic[C]):
         resume = latest_checkpoint(run_dir / "checkpoints") is not None
         label = desc or " ".join(part for part in (self.unit.name, name, f"seed {self.seed}") if part)
         fingerprint = {**self._fingerprint, "harness.unit": self.unit.id, "harness.run": name}
-        return self.engine.fit(
+        result = self.engine.fit(
             task, loop, run_dir=run_dir, resume=resume, desc=label, fingerprint=fingerprint, on_start=self._on_start
         )
+        for phase, seconds in result.phases.items():
+            self._profile[phase] = self._profile.get(phase, 0.0) + seconds
+        return result
+
+    # ----------------------------------------------------------------- where the time goes
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Count the seconds of a block as ``<phase>_s`` in the unit's time profile (e.g. "latency", "ranking").
+
+        Training and evaluation through :meth:`fit` are counted by themselves (``train_s``, ``eval_s``,
+        ``checkpoint_s``); results.json sums every unit's profile under ``time_profile``, with the rest of the
+        units' time as ``other_s``, so a compute-bound preset shows what to cut first.
+        """
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"{phase}_s"
+            self._profile[key] = self._profile.get(key, 0.0) + time.perf_counter() - start
+
+    def time_profile(self) -> dict[str, float]:
+        """Seconds of the current unit so far, by phase (what :meth:`fit` and :meth:`timed` counted)."""
+        return dict(self._profile)
 
     def loop_seed(self, seed: int) -> int:
         """The seed a training run uses: ``seed`` itself, or mixed with the config's non-zero ``loop.seed`` offsets."""
@@ -151,6 +180,33 @@ class Context(Generic[C]):
         if key not in self._memo:
             self._memo[key] = build()
         return self._memo[key]
+
+    def cached_tensors(
+        self, name: str, build: Callable[[], Mapping[str, torch.Tensor]], depends_on: object = None
+    ) -> dict[str, torch.Tensor]:
+        """Tensors built once and kept on disk across units, runs and studies (e.g. a frozen backbone's features).
+
+        The file is ``<out>/<method>/cache/<name>-<hash of depends_on>.safetensors``: pass in ``depends_on`` every
+        value the tensors depend on (data sizes, the backbone, the seed), so that another setting gets another file.
+        Rank 0 builds and writes it when missing; every rank then reads it (once per process).
+
+        Args:
+            name: a file-name stem.
+            build: returns ``{key: tensor}`` (CPU tensors).
+            depends_on: JSON-able values the tensors depend on.
+        """
+        from frugalvision.engine import load_weights, save_weights
+
+        digest = hashlib.sha256(json.dumps(depends_on, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = self.cache_path(f"{name}-{digest}.safetensors")
+
+        def load() -> dict[str, torch.Tensor]:
+            if self.is_main and not path.is_file():
+                save_weights({key: value.contiguous() for key, value in build().items()}, path)
+            self.engine.barrier()
+            return load_weights(path)
+
+        return self.memo(("cached_tensors", str(path)), load)
 
     def cache_path(self, name: str) -> Path:
         """A file path under ``<out>/<method>/cache`` (shared by the main run and the studies, kept across runs).

@@ -94,6 +94,8 @@ class UnitRecord:
         data_sources: the datasets its loaders read (``{"name", "path", "split"}``), as recorded by
             ``frugalvision.data.provenance``.
         skipped_files: the unreadable files it skipped.
+        time_profile: seconds by phase (``train_s``, ``eval_s``, ``checkpoint_s`` of its training runs and any
+            ``Context.timed`` blocks); the rest of ``wall_s`` is the unit's other work.
     """
 
     unit: Unit
@@ -104,6 +106,7 @@ class UnitRecord:
     wall_s: float
     data_sources: tuple[dict[str, Any], ...] = ()
     skipped_files: tuple[str, ...] = ()
+    time_profile: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

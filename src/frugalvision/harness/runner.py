@@ -31,7 +31,15 @@ from frugalvision.harness.context import Context
 from frugalvision.harness.declare import Experiment, FigureInput, Study, Unit, UnitRecord, UnitResult
 from frugalvision.seeding import derive_seed
 
-__all__ = ["UNIT_FILE", "config_fingerprint", "fingerprint_fields", "print_summary", "run_experiment", "study_dir"]
+__all__ = [
+    "UNIT_FILE",
+    "config_fingerprint",
+    "fingerprint_fields",
+    "print_summary",
+    "run_experiment",
+    "study_dir",
+    "time_profile",
+]
 
 UNIT_FILE = "unit.json"
 UNIT_ARRAYS = "unit.safetensors"
@@ -121,6 +129,7 @@ def _save_record(folder: Path, record: UnitRecord, fields: dict[str, Any]) -> No
             "data_sources": list(record.data_sources),
             "skipped_files": list(record.skipped_files),
             "wall_s": record.wall_s,
+            "time_profile": dict(record.time_profile),
             "arrays": sorted(record.arrays),
             "config": fields,
         }
@@ -166,6 +175,7 @@ def _load_record(
         document["wall_s"],
         tuple(document.get("data_sources", ())),
         tuple(document.get("skipped_files", ())),
+        dict(document.get("time_profile", {})),
     )
 
 
@@ -222,8 +232,9 @@ def _run_one(study: Study[Any], context: Context[Any], unit: Unit, folder: Path)
     wall = time.perf_counter() - start
     sources, skipped = provenance.since(mark)
     skipped = list(dict.fromkeys([*skipped, *map(str, result.skipped_files)]))
+    profile = context.time_profile()
     return UnitRecord(
-        unit, result.rows, result.extras, result.arrays, result.dataset, wall, tuple(sources), tuple(skipped)
+        unit, result.rows, result.extras, result.arrays, result.dataset, wall, tuple(sources), tuple(skipped), profile
     )
 
 
@@ -399,12 +410,31 @@ def _run_locked(
             comparisons=[c.to_dict() for c in verdict.comparisons],
         )
         document.update(data)
+        document["time_profile"] = time_profile(records)
         document["config_fingerprint"] = fingerprint
         with writing(out_dir):
             write_results(document, out_dir)
         print_summary(document, out_dir)
     engine.barrier()
     return document
+
+
+def time_profile(records: list[UnitRecord]) -> dict[str, float]:
+    """Where the units' time went, summed over units: each phase's seconds, and ``other_s`` for the rest."""
+    total = sum(record.wall_s for record in records)
+    phases: dict[str, float] = {}
+    for record in records:
+        for phase, seconds in record.time_profile.items():
+            phases[phase] = phases.get(phase, 0.0) + float(seconds)
+    return {"units_s": total, **phases, "other_s": max(0.0, total - sum(phases.values()))}
+
+
+def _profile_line(profile: dict[str, float]) -> str:
+    total = profile.get("units_s", 0.0)
+    parts = [(k[:-2], v) for k, v in profile.items() if k != "units_s" and v > 0]
+    if total <= 0 or not parts:
+        return ""
+    return ", ".join(f"{name} {100 * seconds / total:.0f} %" for name, seconds in sorted(parts, key=lambda p: -p[1]))
 
 
 def print_summary(document: dict[str, Any], folder: Path) -> None:
@@ -420,4 +450,7 @@ def print_summary(document: dict[str, Any], folder: Path) -> None:
     skipped = (document.get("skipped_files") or {}).get("count", 0)
     if skipped:
         print(f"  skipped {skipped} unreadable file(s) (skip_bad_files); listed in results.json")
+    profile = _profile_line(document.get("time_profile") or {})
+    if profile:
+        print(f"  time: {profile}")
     print(f"  wrote {folder / 'results.json'} ({document['wall_s']:.1f} s of compute)", flush=True)
