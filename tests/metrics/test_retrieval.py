@@ -119,6 +119,16 @@ def test_column_queries_without_transpose_equal_the_transposed_matrix_and_std_ov
     assert {k: v for k, v in direction.items() if not k.endswith("_std")} == plain["image_to_text"]
 
 
+@pytest.mark.parametrize("block_elements", [1, 40, 7 * 33, 10_000])
+def test_blocked_ranks_equal_brute_force_in_both_directions(block_elements):
+    from frugalvision.metrics.retrieval import _ranks_both_ways
+
+    sim = torch.randn(33, 33, generator=torch.Generator().manual_seed(5)).round(decimals=1)  # ties included
+    rows, columns = _ranks_both_ways(sim, block_elements=block_elements)
+    assert rows.tolist() == _brute(sim, (1,))[0] and columns.tolist() == _brute(sim.T, (1,))[0]
+    assert rows.dtype == columns.dtype == torch.long
+
+
 def test_finiteness_is_checked_by_one_reduction_without_false_alarms():
     huge = torch.full((3, 3), 3e38)  # finite entries whose sum overflows: checked entry by entry, accepted
     huge.fill_diagonal_(3.3e38)

@@ -143,8 +143,28 @@ def test_minilm_text_option_runs_end_to_end(tmp_path):
 
 
 def test_benchmark_reports_the_ratio(tmp_path):
-    result = experiment.benchmark(tmp_path, n=300, pair_sample=200, rounds=1)
-    assert result["n"] == 300 and result["ratio_cross_over_dual"] > 1.0
+    from frugalvision.harness.bench import contract_gaps
+
+    result = experiment.benchmark(tmp_path, n=300, pair_sample=200, rounds=5, chunk=128)
+    (entry,) = result["ratios"]
+    assert entry["arm"].startswith("dual encoder") and "cross-attention" in entry["peer"]
+    assert entry["rounds"] == 5 and entry["ratio"] < 1.0 and entry["n"] == 300 and entry["chunk"] == 128
+    assert contract_gaps(result) == []
+    phases = sum(result[k] for k in ("embed_images_s", "embed_recipes_s", "similarity_s", "metrics_s"))
+    assert 0 < phases <= 1.5 * result["dual_total_s"] and result["dual_goal_s"] == 10.0
+
+
+def test_cls_path_equals_the_full_image_encoder():
+    torch.manual_seed(0)
+    model = experiment.build_model(experiment.standard(), 50, htd=True, mmr=False).eval()
+    images = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        full, tokens = model.embed_images(images)
+        fast = model.image_embedding(images)
+    assert torch.allclose(fast, full, atol=1e-6) and tokens.shape[1] == 65
+    model.train()  # training takes the full path (every token's output feeds the ITM decoders)
+    with torch.no_grad():
+        assert torch.allclose(model.image_encoder.cls_token(images), model.image_encoder(images)[:, 0])
 
 
 def test_one_component_removed_arms():

@@ -74,7 +74,7 @@ def evaluate_retrieval(
     """
     was = model.training
     model.eval()
-    image_emb = model.embed_images(images)[0]
+    image_emb = model.image_embedding(images)  # CLS path: no tokens needed at test time
     recipe_emb = model.embed_recipes(recipes)[0]
     model.train(was)
     return retrieval_protocol(image_emb, recipe_emb, [("bag", bag_size, bags)], seed)
