@@ -213,6 +213,14 @@ def test_latency_is_timed_interleaved_and_reported_as_ratios():
     assert result["widths"] == [8, 4, 2, 1]
     assert result["model_ratio"][8] == 1.0 and result["macs_ratio"][2] < 1.0
     assert 0 < result["q_dependent_share"][2] < result["q_dependent_share"][8] < 1
+    # the performance-table rows (ratio_entry): each width and the worst-case cascade against the model at Q
+    assert [e["name"] for e in result["ratios"]][:3] == [
+        "forward at Q' = 4 vs Q = 8",
+        "forward at Q' = 2 vs Q = 8",
+        "forward at Q' = 1 vs Q = 8",
+    ]
+    assert result["ratios"][1]["ratio"] == pytest.approx(result["model_ratio"][2]) and len(result["ratios"]) == 4
+    assert all(e["rounds"] == 2 and e["peer"].startswith("the same Perceiver") for e in result["ratios"])
     timed = width_latency(PerceiverClassifier(TINY), torch.rand(4, 1, 28, 28), [8, 2], rounds=3, warmup=1)
     assert timed["speedup"][8] == 1.0 and timed["latency_ms"][2] > 0
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from frugalvision.harness import interleaved_timings, latency_ratio
+from frugalvision.harness.timing import ratio_entry
 from frugalvision.methods.perceiver.config import PerceiverConfig
 from frugalvision.methods.perceiver.model import PerceiverClassifier, cascade_stage_macs, macs_breakdown, model_macs
 
@@ -78,7 +79,35 @@ def latency_benchmark(
         model_r = {k: latency_ratio(timings, f"model_{k}", f"model_{q}") for k in widths}
         stop, escalate = (latency_ratio(timings, f"cascade_all_{s}", f"model_{q}") for s in ("stop", "escalate"))
         stage_macs, full_macs = cascade_stage_macs(config, (max(1, q // 4), q)), model_macs(config, q)
+        peer = f"the same Perceiver at Q = {q} (batch {batch})"
+        ratios = [
+            ratio_entry(
+                timings,
+                f"model_{k}",
+                f"model_{q}",
+                name=f"forward at Q' = {k} vs Q = {q}",
+                arm_label=f"Perceiver at Q' = {k} queries",
+                peer_label=peer,
+                macs_ratio=model_macs(config, k) / full_macs,
+                batch=batch,
+            )
+            for k in widths
+            if k != q
+        ]
+        ratios.append(
+            ratio_entry(
+                timings,
+                "cascade_all_escalate",
+                f"model_{q}",
+                name=f"cascade ({q // 4} -> {q}), every image escalates",
+                arm_label="cascade with reuse, worst case",
+                peer_label=peer,
+                macs_ratio=sum(stage_macs) / full_macs,
+                batch=batch,
+            )
+        )
         return {
+            "ratios": ratios,
             "config": {"num_latents": q, "latent_dim": config.latent_dim, "layers": config.layers},
             "tokens": config.num_tokens,
             "batch": batch,
