@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.frugalvision-installed
 OUT ?= runs
 PRESET ?= standard
+BENCH_ARGS ?=
 
 .PHONY: demo test test-slow install data lint bench clean
 
@@ -53,8 +54,10 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# Every benchmark (engine, start-up, each method's): one results.json each under $(OUT)/bench/<name>/. To refresh
+# the README's performance table from a run: make bench BENCH_ARGS="--archive results --readme README.md".
 bench: install
-	$(VENV)/bin/frugal bench --out $(OUT)
+	$(VENV)/bin/frugal bench --out $(OUT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache

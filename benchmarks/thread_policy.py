@@ -121,9 +121,9 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q25, q75
 
 
-def measure_level(load: int, rounds: int, nice: int, target_s: float, seed: int) -> dict:
-    """Interleaved rounds of every configuration and workload with ``load`` spinners running."""
-    workers = {name: _start(config, nice, target_s) for name, config in CONFIGS.items()}
+def measure_level(load: int, rounds: int, nice: int, target_s: float, seed: int, configs: list[str]) -> dict:
+    """Interleaved rounds of the configurations and every workload with ``load`` spinners running."""
+    workers = {name: _start(CONFIGS[name], nice, target_s) for name in configs}
     ready = {name: json.loads(proc.stdout.readline()) for name, proc in workers.items()}
     spinners = _spinners(load, nice)
     rng = random.Random(seed)
@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0, help="niceness of workers and spinners (-20 needs root)")
     parser.add_argument("--target-s", type=float, default=0.25, help="seconds of one timed call on an idle core")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="(1 thread first)")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.target_s)
@@ -182,7 +183,8 @@ def main() -> None:
         "nice": args.nice,
         "rounds": args.rounds,
         "levels": [
-            measure_level(load, args.rounds, args.nice, args.target_s, seed) for seed, load in enumerate(args.loads)
+            measure_level(load, args.rounds, args.nice, args.target_s, seed, args.configs)
+            for seed, load in enumerate(args.loads)
         ],
     }
     text = json.dumps(report, indent=2)

@@ -9,7 +9,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from frugalvision.engine import LoopConfig, Task
-from frugalvision.metrics import ece, nll, top1
 
 
 class SupervisedClassification(Task):
@@ -67,5 +66,7 @@ class SupervisedClassification(Task):
 
     def eval_metrics(self, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
         """Top-1, NLL and ECE over a whole evaluation set."""
+        from frugalvision.metrics import ece, nll, top1  # torchmetrics underneath: imported when first evaluating
+
         logits, targets = outputs["logits"], outputs["targets"]
         return {"top1": top1(logits, targets), "nll": nll(logits, targets), "ece": ece(logits, targets)}

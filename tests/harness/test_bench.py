@@ -39,8 +39,10 @@ def _row(**values):
         ({"ratios": [_row(peer=None)]}, "lacks peer"),
         ({"ratios": [_row(rounds=3)]}, "rests on 3 rounds"),
         ({"M5": {"ratio": 0.9, "ratio_q25": 0.8, "ratio_q75": 1.0}}, "outside a 'ratios' list"),
-        ({"dense": {"latency_ratio": 0.6}}, "no spread (q25/q75 over rounds) for dense.latency_ratio"),
+        ({"dense": {"latency_ratio": 0.6}}, "no spread (q25/q75 over rounds) found for dense.latency_ratio"),
+        ({"M5": {"macs_ratio": 0.5, "a_over_b": 2.0, "a_over_b_iqr": [1, 3]}}, "outside a 'ratios' list"),
         ({"ms": 3.0}, "returns no ratio at all"),
+        ({"macs_ratio": 0.5, "mib_over_dense": 0.9}, "returns no ratio at all"),
     ],
 )
 def test_contract_gaps_say_what_a_benchmark_lacks(result, needle):

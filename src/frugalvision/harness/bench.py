@@ -90,12 +90,30 @@ def bench_environment() -> dict[str, Any]:
     }
 
 
+_SPREAD_SUFFIXES = ("_q25", "_q75", "_iqr")
+_NOT_TIMES = ("macs", "mib", "params", "flops", "memory", "bytes")
+
+
+def _is_time_ratio(key: str, value: Any) -> bool:
+    """A number named like a ratio of two timings (``ratio``, ``*_ratio*``, ``a_over_b``, ``a_vs_b``)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or key.endswith(_SPREAD_SUFFIXES):
+        return False
+    named = "ratio" in key or "_over_" in key or "_vs_" in key
+    return named and not any(word in key for word in _NOT_TIMES)
+
+
+def _has_spread(key: str, holder: Mapping[str, Any]) -> bool:
+    if f"{key}_iqr" in holder or (f"{key}_q25" in holder and f"{key}_q75" in holder):
+        return True
+    return key.startswith("ratio") and "ratio_q25" in holder and "ratio_q75" in holder
+
+
 def _legacy_ratios(value: Any, path: str = "") -> Iterator[tuple[str, str, Mapping[str, Any]]]:
-    """(path, key, holder) of every ``*ratio`` number in a nested dict (a benchmark without ``"ratios"`` rows)."""
+    """(path, key, holder) of every timing ratio in a nested dict (a benchmark without ``"ratios"`` rows)."""
     if isinstance(value, Mapping):
         for key, inner in value.items():
             where = f"{path}.{key}" if path else str(key)
-            if (key == "ratio" or str(key).endswith("_ratio")) and isinstance(inner, (int, float)):
+            if _is_time_ratio(str(key), inner):
                 yield where, str(key), value
             else:
                 yield from _legacy_ratios(inner, where)
@@ -123,13 +141,14 @@ def contract_gaps(result: Mapping[str, Any]) -> list[str]:
     found = list(_legacy_ratios(result))
     if not found:
         return ["returns no ratio at all (time arms with harness.timing.interleaved_timings, report ratio_entry rows)"]
-    without_spread = [path for path, key, holder in found if f"{key}_q25" not in holder or f"{key}_q75" not in holder]
+    without_spread = [path for path, key, holder in found if not _has_spread(key, holder)]
     gaps = [
-        f"returns its {len(found)} ratio(s) outside a 'ratios' list, so no peer is named and rounds/threads are not "
-        "recorded (return harness.timing.benchmark_result([ratio_entry(...)]))"
+        "returns its timing ratios outside a 'ratios' list, so no row names its peer, rounds and threads "
+        "(return harness.timing.benchmark_result([ratio_entry(...)]))"
     ]
     if without_spread:
-        gaps.append(f"no spread (q25/q75 over rounds) for {', '.join(without_spread[:4])}")
+        more = f" and {len(without_spread) - 4} more" if len(without_spread) > 4 else ""
+        gaps.append(f"no spread (q25/q75 over rounds) found for {', '.join(without_spread[:4])}{more}")
     return gaps
 
 
