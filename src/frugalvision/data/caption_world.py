@@ -16,6 +16,11 @@ import numpy as np
 
 __all__ = [
     "COLOURS",
+    "UNOBSERVABLE",
+    "entailment_hypothesis",
+    "nlvr_statement",
+    "referring_expression",
+    "vqa_questions",
     "RELATIONS",
     "SHAPES",
     "SIZES",
@@ -24,8 +29,11 @@ __all__ = [
     "SceneObject",
     "caption_world",
     "render_scene",
+    "render_scene_with_boxes",
     "sample_scene",
+    "scene_cell_labels",
     "scene_concepts",
+    "vocabulary",
     "write_caption_world",
 ]
 
@@ -43,6 +51,21 @@ COLOURS = {
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 GRID = 3
+#: words that describe what a picture cannot show (the "neutral" hypotheses of visual entailment)
+UNOBSERVABLE = ("heavy", "wooden", "warm", "new")
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
+#: the other words the caption and task generators emit
+FUNCTION_WORDS = (
+    "a an and there is the what colour shape object objects size how many are yes no in both images image left "
+    "right contains contain total has more than one"
+).split()
+
+
+def vocabulary() -> list[str]:
+    """Every word a generator of this module may write (captions and task texts), e.g. to size a tokenizer."""
+    relations = (w for r in RELATIONS for w in r.split())
+    words = [*SHAPES, *COLOURS, *SIZES, *relations, *UNOBSERVABLE, *NUMBERS, *FUNCTION_WORDS]
+    return list(dict.fromkeys(words))
 
 
 @dataclass(frozen=True)
@@ -148,9 +171,17 @@ def _shape_mask(shape: str, half: int) -> np.ndarray:
 
 def render_scene(scene: Scene, image_size: int, rng: np.random.Generator) -> np.ndarray:
     """Draw a scene as ``uint8 [H, W, 3]``: tinted noisy background, jittered colours and positions."""
+    return render_scene_with_boxes(scene, image_size, rng)[0]
+
+
+def render_scene_with_boxes(
+    scene: Scene, image_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[tuple[int, int, int, int], ...]]:
+    """:func:`render_scene` plus each object's exact box ``(x, y, w, h)`` (COCO order, the painted pixels' extent)."""
     cell = image_size / GRID
     background = 0.12 + 0.10 * rng.random(3)
     image = np.broadcast_to(background, (image_size, image_size, 3)).copy()
+    boxes = []
     for obj in scene.objects:
         half = int(round(cell * (0.42 if obj.size == "large" else 0.24)))
         mask = _shape_mask(obj.shape, half)
@@ -163,8 +194,26 @@ def render_scene(scene: Scene, image_size: int, rng: np.random.Generator) -> np.
         ys, xs = ys + y0, xs + x0
         keep = (ys >= 0) & (ys < image_size) & (xs >= 0) & (xs < image_size)
         image[ys[keep], xs[keep]] = colour
+        ys, xs = ys[keep], xs[keep]
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)))
     image += rng.normal(0, 0.03, image.shape)
-    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), tuple(boxes)
+
+
+def scene_cell_labels(scene: Scene) -> np.ndarray:
+    """Per grid cell (row-major) the class of its shape, colour and size: ``int64 [GRID * GRID, 3]``, 0 = empty.
+
+    Shape ``i`` of :data:`SHAPES` is ``i + 1``, likewise colours (order of :data:`COLOURS`) and sizes.
+    """
+    labels = np.zeros((GRID * GRID, 3), dtype=np.int64)
+    colours = list(COLOURS)
+    for obj in scene.objects:
+        labels[obj.row * GRID + obj.col] = (
+            SHAPES.index(obj.shape) + 1,
+            colours.index(obj.colour) + 1,
+            SIZES.index(obj.size) + 1,
+        )
+    return labels
 
 
 def scene_concepts(scene: Scene) -> set[str]:
@@ -179,10 +228,12 @@ class CaptionWorld:
     Attributes:
         images: ``uint8 [N, H, W, 3]``.
         scenes: one scene per image.
+        boxes: per image, the ``(x, y, w, h)`` box of each object (in the scene's object order).
     """
 
     images: np.ndarray
     scenes: tuple[Scene, ...]
+    boxes: tuple[tuple[tuple[int, int, int, int], ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -209,15 +260,16 @@ def caption_world(
             continue
         seen.add(scene.captions[0])
         scenes.append(scene)
-    images = np.stack([render_scene(s, image_size, rng) for s in scenes])
-    return CaptionWorld(images, tuple(scenes))
+    rendered = [render_scene_with_boxes(s, image_size, rng) for s in scenes]
+    return CaptionWorld(np.stack([r[0] for r in rendered]), tuple(scenes), tuple(r[1] for r in rendered))
 
 
 def write_caption_world(world: CaptionWorld, root: str | Path, name: str, all_captions: bool = True) -> Path:
     """Write PNG images under ``root/images/<name>/`` and an ALBEF-format JSON ``root/<name>.json``.
 
     Each JSON entry is ``{"image": "images/<name>/<i>.png", "caption": [captions] or canonical caption,
-    "image_id": i, "concepts": [exact concepts]}`` with paths relative to ``root`` (pass ``root`` as the image root).
+    "image_id": i, "concepts": [exact concepts], "boxes": [[x, y, w, h] per object]}`` with paths relative to
+    ``root`` (pass ``root`` as the image root).
 
     Returns:
         The JSON path.
@@ -232,9 +284,130 @@ def write_caption_world(world: CaptionWorld, root: str | Path, name: str, all_ca
         relative = f"images/{name}/{index:06d}.png"
         Image.fromarray(image).save(root / relative)
         caption: str | list[str] = list(scene.captions) if all_captions else scene.captions[0]
-        entries.append(
-            {"image": relative, "caption": caption, "image_id": index, "concepts": sorted(scene_concepts(scene))}
-        )
+        entry = {"image": relative, "caption": caption, "image_id": index, "concepts": sorted(scene_concepts(scene))}
+        if world.boxes:
+            entry["boxes"] = [list(box) for box in world.boxes[index]]
+        entries.append(entry)
     path = root / f"{name}.json"
     path.write_text(json.dumps(entries))
     return path
+
+
+# ------------------------------------------------------------------------------------------------ downstream tasks
+# Each generator reads the scene graph (and the grid cells), so every answer, label and box is exact.
+def _count(scene: Scene, **attributes: str) -> int:
+    return sum(all(getattr(o, k) == v for k, v in attributes.items()) for o in scene.objects)
+
+
+def _lies(a: SceneObject, relation: str, b: SceneObject) -> bool:
+    """Whether ``a <relation> b`` holds on the grid (any two distinct cells, not only the captioned pairs)."""
+    return {
+        "left of": a.col < b.col,
+        "right of": a.col > b.col,
+        "above": a.row < b.row,
+        "below": a.row > b.row,
+    }[relation]
+
+
+def vqa_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Every answerable question of the templates below about a scene, with its exact answer.
+
+    Templates: the colour of a unique shape, the shape of a unique colour, the size of a unique (colour, shape), the
+    number of objects, "is there a <colour> <shape>" (yes, and a sampled no), and the shape of the only object in a
+    relation with a unique (colour, shape).
+    """
+    colours = list(COLOURS)
+    out = [("how many objects are there", NUMBERS[len(scene.objects)])]
+    for obj in scene.objects:
+        if _count(scene, shape=obj.shape) == 1:
+            out.append((f"what colour is the {obj.shape}", obj.colour))
+        if _count(scene, colour=obj.colour) == 1:
+            out.append((f"what shape is the {obj.colour} object", obj.shape))
+        if _count(scene, colour=obj.colour, shape=obj.shape) == 1:
+            out.append((f"what size is the {obj.colour} {obj.shape}", obj.size))
+            for relation in RELATIONS:
+                related = [o for o in scene.objects if o is not obj and _lies(o, relation, obj)]
+                if len(related) == 1:
+                    out.append((f"what is {relation} the {obj.colour} {obj.shape}", related[0].shape))
+    present = scene.objects[int(rng.integers(len(scene.objects)))]
+    out.append((f"is there a {present.colour} {present.shape}", "yes"))
+    while True:
+        colour, shape = colours[int(rng.integers(len(colours)))], SHAPES[int(rng.integers(len(SHAPES)))]
+        if _count(scene, colour=colour, shape=shape) == 0:
+            out.append((f"is there a {colour} {shape}", "no"))
+            return out
+
+
+def nlvr_statement(left: Scene, right: Scene, rng: np.random.Generator) -> tuple[str, bool]:
+    """One statement about a pair of scenes (NLVR2-style: left and right image) and whether it is true."""
+    template = int(rng.integers(4))
+    colours = list(COLOURS)
+    if template == 0:
+        source = left if rng.random() < 0.5 else right
+        obj = source.objects[int(rng.integers(len(source.objects)))]
+        return f"the left image contains a {obj.colour} {obj.shape}", _count(
+            left, colour=obj.colour, shape=obj.shape
+        ) > 0
+    if template == 1:
+        pool = [o.shape for o in (*left.objects, *right.objects)] + list(SHAPES)
+        shape = pool[int(rng.integers(len(pool)))]
+        return f"both images contain a {shape}", _count(left, shape=shape) > 0 and _count(right, shape=shape) > 0
+    if template == 2:
+        total = len(left.objects) + len(right.objects)
+        claimed = total if rng.random() < 0.5 else int(np.clip(total + rng.choice([-1, 1]), 2, 6))
+        return f"there are {NUMBERS[claimed]} objects in total", claimed == total
+    colour = colours[int(rng.integers(len(colours)))]
+    more = len(left.objects) > len(right.objects)
+    if rng.random() < 0.5:
+        return "the left image has more objects than the right image", more
+    return f"there is a {colour} object in both images", _count(left, colour=colour) > 0 and _count(
+        right, colour=colour
+    ) > 0
+
+
+def entailment_hypothesis(scene: Scene, label: str, rng: np.random.Generator) -> str:
+    """A hypothesis about the scene (the premise) with the given label: entailment, neutral or contradiction.
+
+    Entailed: an object that is there, or a relation that holds. Contradicted: an object that is not there (half the
+    time with an unobservable adjective, so that such a word alone does not give "neutral"), or a relation that does
+    not hold. Neutral: an object that is there with an unobservable property ("a heavy red circle").
+    """
+    colours = list(COLOURS)
+    objects = scene.objects
+    obj = objects[int(rng.integers(len(objects)))]
+    if label == "neutral":
+        return f"there is a {UNOBSERVABLE[int(rng.integers(len(UNOBSERVABLE)))]} {obj.colour} {obj.shape}"
+    if len(objects) > 1 and rng.random() < 0.5:
+        a, b = (objects[i] for i in rng.choice(len(objects), 2, replace=False))
+        options = [r for r in RELATIONS if _lies(a, r, b) == (label == "entailment")]
+        relation = options[int(rng.integers(len(options)))]
+        return f"a {a.colour} {a.shape} is {relation} a {b.colour} {b.shape}"
+    if label == "entailment":
+        return f"there is a {obj.size} {obj.colour} {obj.shape}"
+    while True:
+        colour, shape = colours[int(rng.integers(len(colours)))], SHAPES[int(rng.integers(len(SHAPES)))]
+        if _count(scene, colour=colour, shape=shape) == 0:
+            break
+    if rng.random() < 0.5:
+        return f"there is a {UNOBSERVABLE[int(rng.integers(len(UNOBSERVABLE)))]} {colour} {shape}"
+    return f"there is a {colour} {shape}"
+
+
+def referring_expression(scene: Scene, index: int) -> str | None:
+    """The shortest appearance-only description that singles out object ``index`` (RefCOCO+ has no location words).
+
+    Tried in order: "<shape>", "<colour> one", "<size> <shape>", "<colour> <shape>", "<size> <colour> <shape>";
+    None when no description is unique.
+    """
+    obj = scene.objects[index]
+    candidates = (
+        ({"shape": obj.shape}, obj.shape),
+        ({"colour": obj.colour}, f"{obj.colour} one"),
+        ({"size": obj.size, "shape": obj.shape}, f"{obj.size} {obj.shape}"),
+        ({"colour": obj.colour, "shape": obj.shape}, f"{obj.colour} {obj.shape}"),
+        ({"size": obj.size, "colour": obj.colour, "shape": obj.shape}, f"{obj.size} {obj.colour} {obj.shape}"),
+    )
+    for attributes, text in candidates:
+        if _count(scene, **attributes) == 1:
+            return text
+    return None

@@ -9,6 +9,7 @@ offline MiniLM-L6 (as ALBEF initialises from BERT-base); the cross-attention sta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from torch.utils.checkpoint import checkpoint
 from frugalvision.errors import DataError
 from frugalvision.nn.minilm import PAD, BertLayer
 
-__all__ = ["BertFusionLayer", "MlmHead", "TextFusionConfig", "TextFusionEncoder", "attend"]
+__all__ = [
+    "BertFusionLayer",
+    "MlmHead",
+    "TextFusionConfig",
+    "TextFusionEncoder",
+    "TwoImageFusion",
+    "attend",
+    "attention_probs",
+]
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,28 @@ def attend(query: Tensor, key: Tensor, value: Tensor, key_valid: Tensor, heads: 
     return out.transpose(1, 2).reshape(n, lq, width)
 
 
+def attention_probs(query: Tensor, key: Tensor, key_valid: Tensor, heads: int) -> Tensor:
+    """Explicit attention probabilities ``[N, heads, Lq, Lk]`` of ``query [N, Lq, C]`` over ``key [N, Lk, C]``."""
+    n, lq, width = query.shape
+    q = query.view(n, lq, heads, width // heads).transpose(1, 2)
+    k = key.view(n, key.shape[1], heads, width // heads).transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / (width // heads) ** 0.5
+    return logits.masked_fill(~key_valid[:, None, None, :], float("-inf")).softmax(-1)
+
+
+def _mix(probs: Tensor, value: Tensor, heads: int) -> Tensor:
+    n, _, lq, _ = probs.shape
+    v = value.view(n, value.shape[1], heads, value.shape[-1] // heads).transpose(1, 2)
+    return (probs @ v).transpose(1, 2).reshape(n, lq, value.shape[-1])
+
+
 class BertFusionLayer(nn.Module):
     """Post-norm BERT layer with cross-attention: self-attention, cross-attention to image tokens, feed-forward.
+
+    Grad-CAM (weakly supervised grounding, ALBEF): with ``record_cross_attention = True`` the cross-attention is
+    computed explicitly and its probabilities ``[N, heads, L, M]`` are kept in ``cross_attention`` with their gradient
+    retained; ``cross_attention_offset`` (a tensor of that shape) is added to them before they are used (a hook for
+    finite-difference checks).
 
     Args:
         hidden: width.
@@ -102,6 +131,9 @@ class BertFusionLayer(nn.Module):
         self.ffn_out = nn.Linear(intermediate, hidden)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
         self.drop = nn.Dropout(dropout)
+        self.record_cross_attention = False
+        self.cross_attention: Tensor | None = None
+        self.cross_attention_offset: Tensor | None = None
 
     def forward(self, x: Tensor, valid: Tensor, memory: Tensor, memory_valid: Tensor) -> Tensor:
         """``x [N, L, C]`` text tokens (``valid [N, L]``), ``memory [N, M, E]`` image tokens (``memory_valid``)."""
@@ -109,7 +141,16 @@ class BertFusionLayer(nn.Module):
         context = attend(self.query(x), self.key(x), self.value(x), valid, self.heads, p)
         x = self.attn_norm(x + self.drop(self.attn_out(context)))
         keys, values = self.cross_key(memory), self.cross_value(memory)
-        context = attend(self.cross_query(x), keys, values, memory_valid, self.heads, p)
+        if self.record_cross_attention or self.cross_attention_offset is not None:
+            probs = attention_probs(self.cross_query(x), keys, memory_valid, self.heads)
+            if self.cross_attention_offset is not None:
+                probs = probs + self.cross_attention_offset
+            if self.record_cross_attention and probs.requires_grad:
+                probs.retain_grad()
+            self.cross_attention = probs if self.record_cross_attention else None
+            context = _mix(probs, values, self.heads)
+        else:
+            context = attend(self.cross_query(x), keys, values, memory_valid, self.heads, p)
         x = self.cross_norm(x + self.drop(self.cross_out(context)))
         return self.ffn_norm(x + self.drop(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
@@ -199,20 +240,24 @@ class TextFusionEncoder(nn.Module):
         model_dir: str | Path | None = None,
         dropout: float = 0.1,
         grad_checkpointing: bool = False,
+        num_layers: int | None = None,
+        vocab_ids: Sequence[int] | None = None,
     ) -> TextFusionEncoder:
         """Initialise from the offline MiniLM-L6: layers ``< text_layers`` text-only, the rest fusion layers.
 
         The cross-attention blocks and the MLM head's transform start at random (MiniLM ships no MLM head); the
-        decoder is tied to MiniLM's word embeddings, as in BERT.
+        decoder is tied to MiniLM's word embeddings, as in BERT. ``num_layers`` keeps only the first layers of the
+        checkpoint (None: all of them), e.g. 4 of MiniLM's 6 for 3 text layers and 1 fusion layer. ``vocab_ids`` keeps
+        only those rows of the word embeddings (a tokenizer renumbered to match, PAD first), None keeps them all.
         """
         from frugalvision.nn.minilm import load_minilm
 
-        minilm = load_minilm(model_dir, dropout=dropout)
+        minilm = load_minilm(model_dir, num_layers=num_layers, dropout=dropout)
         base = minilm.cfg
         if not 1 <= text_layers < base.layers:
             raise DataError(f"text_layers={text_layers} is invalid; MiniLM has {base.layers} layers, keep >= 1 fusion")
         cfg = TextFusionConfig(
-            vocab_size=base.vocab_size,
+            vocab_size=base.vocab_size if vocab_ids is None else len(vocab_ids),
             hidden=base.hidden,
             heads=base.heads,
             intermediate=base.intermediate,
@@ -231,12 +276,42 @@ class TextFusionEncoder(nn.Module):
                 index, rest = key.split(".", 2)[1:]
                 i = int(index)
                 key = f"layers.{i}.{rest}" if i < text_layers else f"fusion_layers.{i - text_layers}.{rest}"
+            if key == "word_embeddings.weight" and vocab_ids is not None:
+                value = value[torch.as_tensor(list(vocab_ids), dtype=torch.long)]
             state[key] = value
         missing, unexpected = model.load_state_dict(state, strict=False)
         fresh = ("cross_", "mlm.dense", "mlm.norm", "mlm.bias", "mlm.word_embeddings")  # the last is tied
         if unexpected or any(not any(f in k for f in fresh) for k in missing):
             raise DataError(f"MiniLM weights do not map onto the fusion encoder: {unexpected[:3]} {missing[:3]}")
         return model
+
+
+class TwoImageFusion(nn.Module):
+    """ALBEF's NLVR2 fusion: every fusion layer doubled, the first copy attending to image 0, the second to image 1.
+
+    Both copies start from the same pre-trained layer, and the cross-attention key and value projections are shared
+    within each pair (ALBEF's ``share_cross_attention``); queries, outputs and feed-forward parts are separate.
+
+    Args:
+        layers: the pre-trained fusion layers (deep-copied; the originals are left untouched).
+    """
+
+    def __init__(self, layers: Sequence[BertFusionLayer]) -> None:
+        super().__init__()
+        import copy
+
+        self.first = nn.ModuleList(copy.deepcopy(layer) for layer in layers)
+        self.second = nn.ModuleList(copy.deepcopy(layer) for layer in layers)
+        for a, b in zip(self.first, self.second, strict=True):
+            b.cross_key, b.cross_value = a.cross_key, a.cross_value
+
+    def forward(
+        self, x: Tensor, valid: Tensor, images: tuple[Tensor, Tensor], images_valid: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """Text states ``x`` through each layer pair: cross-attention to image 0, then to image 1."""
+        for a, b in zip(self.first, self.second, strict=True):
+            x = b(a(x, valid, images[0], images_valid[0]), valid, images[1], images_valid[1])
+        return x
 
 
 def _init_bert(module: nn.Module) -> None:

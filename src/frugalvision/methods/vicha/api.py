@@ -16,7 +16,7 @@ from frugalvision.methods.vicha.concepts import ConceptScorer, assign_concepts
 from frugalvision.methods.vicha.config import ViCHAConfig
 from frugalvision.methods.vicha.data import CaptionEntry, eval_transform, load_caption_json
 from frugalvision.methods.vicha.model import ModelConfig, ViCHAModel, momentum_copy
-from frugalvision.methods.vicha.text import TextTokenizer, WordTokenizer, pre_caption
+from frugalvision.methods.vicha.text import SubsetTokenizer, TextTokenizer, WordTokenizer, pre_caption
 
 __all__ = ["Pretrained", "extract_concepts", "load_pretrained", "pretrain", "save_pretrained", "score_pairs"]
 
@@ -72,7 +72,7 @@ def save_pretrained(path: str | Path, pretrained: Pretrained) -> Path:
     """One safetensors file: online weights, momentum weights (``momentum.`` keys), model config and vocabulary.
 
     A word tokenizer's vocabulary is stored in the metadata; a WordPiece tokenizer is stored by reference
-    (``text_dir`` of the config).
+    (``text_dir`` of the config, and the kept ids of a :class:`~.text.SubsetTokenizer` as ``text_vocab``).
     """
     from frugalvision.engine import save_weights
 
@@ -96,7 +96,9 @@ def load_pretrained(path: str | Path) -> Pretrained:
         metadata = handle.metadata() or {}
     if "model" not in metadata:
         raise DataError(f"{path} has no ViCHA model config in its metadata; save it with save_pretrained")
-    model = ViCHAModel(ModelConfig(**json.loads(metadata["model"])))
+    fields = json.loads(metadata["model"])
+    fields["text_vocab"] = tuple(fields.get("text_vocab", ()))
+    model = ViCHAModel(ModelConfig(**fields))
     state = load_weights(path)
     online = {k: v for k, v in state.items() if not k.startswith("momentum.")}
     model.load_state_dict(online, strict=False)
@@ -109,6 +111,8 @@ def load_pretrained(path: str | Path) -> Pretrained:
         from frugalvision.nn.minilm import WordPieceTokenizer
 
         tokenizer = WordPieceTokenizer(model.cfg.text_dir)
+        if model.cfg.text_vocab:
+            tokenizer = SubsetTokenizer(tokenizer, model.cfg.text_vocab)
     return Pretrained(model, momentum, tokenizer, {})
 
 
@@ -152,7 +156,7 @@ def score_pairs(
     text = model.encode_text(_ids(tokenizer, captions, 25).to(device))
     itc = (model.image_feature(image) * model.text_feature(text)).sum(-1)
     fused = model.fuse(text.states, text.valid, image.tokens, image.valid)
-    itm = model.itm_logits(fused).softmax(-1)[:, 1]
+    itm = model.itm_logits(fused, text.valid).softmax(-1)[:, 1]
     model.train(was)
     return {"itc": itc.float().cpu(), "itm": itm.float().cpu()}
 

@@ -115,11 +115,16 @@ class DualEncoderScorer(nn.Module):
         tokenizer: word tokenizer of the captions.
         width: embedding width.
         channels: CNN channels.
+        input_size: images are resized (bilinear) to this side first, as CLIP resizes to its own resolution
+            (None: used as given).
     """
 
-    def __init__(self, tokenizer: WordTokenizer, width: int = 64, channels: int = 32) -> None:
+    def __init__(
+        self, tokenizer: WordTokenizer, width: int = 64, channels: int = 32, input_size: int | None = None
+    ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.input_size = input_size
         c = channels
         self.image_net = nn.Sequential(
             nn.Conv2d(3, c, 3, padding=1),
@@ -141,6 +146,8 @@ class DualEncoderScorer(nn.Module):
 
     def embed_images(self, images: Tensor) -> Tensor:
         """Normalised image embeddings."""
+        if self.input_size is not None and images.shape[-1] != self.input_size:
+            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", antialias=True)
         return F.normalize(self.image_net(images), dim=1)
 
     def _bags(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -172,6 +179,7 @@ def train_dual_encoder(
     lr: float = 2e-3,
     seed: int = 0,
     width: int = 64,
+    input_size: int | None = None,
 ) -> tuple[DualEncoderScorer, DualEncoderReport]:
     """Train :class:`DualEncoderScorer` with symmetric InfoNCE on (image, random caption of it) batches.
 
@@ -184,6 +192,7 @@ def train_dual_encoder(
         lr: AdamW learning rate.
         seed: seed of the initialisation and the batches.
         width: embedding width.
+        input_size: the scorer's own input side (None: the images' side).
     """
     if len(images) != len(captions) or len(images) < 2:
         raise DataError(
@@ -192,7 +201,7 @@ def train_dual_encoder(
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        scorer = DualEncoderScorer(tokenizer, width)
+        scorer = DualEncoderScorer(tokenizer, width, input_size=input_size)
     optimizer = torch.optim.AdamW(scorer.parameters(), lr=lr, weight_decay=1e-4)
     scorer.train()
     loss = torch.zeros(())

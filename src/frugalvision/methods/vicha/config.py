@@ -35,6 +35,8 @@ class ViCHAConfig(RunConfig):
         arms: trained rows (see ``ARMS``).
         train_pairs: caption-world training images (each with three captions).
         test_pairs: caption-world held-out images (unique canonical captions) for zero-shot retrieval.
+        val_pairs: caption-world validation images (another world, unique captions) for calibration.
+        eval_split: "test" (the held-out pairs) or "val" (the validation pairs: calibration only).
         image_size: image side [256].
         max_objects: at most this many objects per caption-world scene.
         data_seed: seed of the caption world (the same world for every training seed).
@@ -45,6 +47,13 @@ class ViCHAConfig(RunConfig):
             encoder from ``text_dir``, or the offline MiniLM-L6 when None, with its WordPiece tokenizer).
         text_dir: folder of a Hugging Face BERT (config.json, model.safetensors, tokenizer.json) [bert-base-uncased].
         vision_weights: optional timm-format ViT weights (safetensors) to start from [DeiT-B].
+        vision_init: "scratch" (random ViT, or ``vision_weights``) or "caption-world": the offline stand-in for the
+            paper's ImageNet-pretrained ViT, pre-trained once, supervised, on the caption world's training images
+            (every cell's shape, colour and size; :mod:`.backbone`), cached and shared by every arm and seed.
+        vision_init_steps: steps of that pre-training (batch 64).
+        vision_init_lr: its peak learning rate.
+        prune_vocabulary: with ``text="pretrained"``, keep only the word pieces of the corpus in the embedding table
+            (speed on CPUs; the paper keeps BERT's 30,522).
         patch_size: ViT patch [16].
         vision_width: ViT width [768].
         vision_depth: ViT blocks [12].
@@ -55,6 +64,8 @@ class ViCHAConfig(RunConfig):
         text_layers: text-only layers [6].
         fusion_layers: fusion layers [6] (scratch only; pretrained: the remaining layers).
         dropout: BERT dropout [0.1].
+        text_pool: "cls" (ALBEF's [CLS]) or "mean" (mean of valid tokens, how MiniLM was trained to be read; its
+            [CLS] is the same vector for every sentence in its first four layers) for ITC, H-ITC, ITM and the heads.
         embed_dim: contrastive width [256].
         hitc_levels: H-ITC levels of the H-ITC arms [5].
         concept_layers: concept-encoder layers of the VC arms [2].
@@ -78,6 +89,8 @@ class ViCHAConfig(RunConfig):
             sizes join the shape nouns, whose vocabulary alone is tiny).
         scorer: "dual-encoder" (trained offline on the training pairs) or "clip" (open-clip-torch, ``clip_weights``).
         scorer_steps: optimiser steps of the offline dual encoder.
+        scorer_batch: pairs per step of the offline dual encoder.
+        scorer_size: input side of the offline dual encoder (it resizes images first, as CLIP does).
         clip_weights: local open-clip checkpoint for ``scorer="clip"``.
         max_tokens: caption tokens [25].
         max_concept_tokens: concept-string tokens [55].
@@ -92,6 +105,8 @@ class ViCHAConfig(RunConfig):
     arms: tuple[str, ...] = ("albef", "vicha")
     train_pairs: int = 3000
     test_pairs: int = 500
+    val_pairs: int = 500
+    eval_split: str = "test"
     image_size: int = 32
     max_objects: int = 3
     data_seed: int = 0
@@ -101,6 +116,10 @@ class ViCHAConfig(RunConfig):
     text: str = "scratch"
     text_dir: str | None = None
     vision_weights: str | None = None
+    vision_init: str = "scratch"
+    vision_init_steps: int = 600
+    vision_init_lr: float = 1e-3
+    prune_vocabulary: bool = False
     patch_size: int = 8
     vision_width: int = 64
     vision_depth: int = 6
@@ -111,6 +130,7 @@ class ViCHAConfig(RunConfig):
     text_layers: int = 3
     fusion_layers: int = 3
     dropout: float = 0.0
+    text_pool: str = "cls"
     embed_dim: int = 32
     hitc_levels: int = 2
     concept_layers: int = 1
@@ -132,6 +152,8 @@ class ViCHAConfig(RunConfig):
     concept_modifiers: bool = True
     scorer: str = "dual-encoder"
     scorer_steps: int = 300
+    scorer_batch: int = 128
+    scorer_size: int = 32
     clip_weights: str | None = None
     max_tokens: int = 25
     max_concept_tokens: int = 55
@@ -160,13 +182,19 @@ class ViCHAConfig(RunConfig):
             raise ConfigError(f"sources={self.sources!r} is invalid; choose among {', '.join(PRETRAIN_SOURCES)}")
         if self.text not in ("scratch", "pretrained"):
             raise ConfigError(f"text={self.text!r} is invalid; use 'scratch' or 'pretrained'")
+        if self.vision_init not in ("scratch", "caption-world"):
+            raise ConfigError(f"vision_init={self.vision_init!r} is invalid; use 'scratch' or 'caption-world'")
+        if self.vision_init == "caption-world" and self.dataset != "caption-world":
+            raise ConfigError("vision_init=caption-world needs dataset=caption-world; pass --vision-weights instead")
+        if self.eval_split not in ("test", "val"):
+            raise ConfigError(f"eval_split={self.eval_split!r} is invalid; use 'test' or 'val'")
         if self.scorer not in ("dual-encoder", "clip"):
             raise ConfigError(f"scorer={self.scorer!r} is invalid; use dual-encoder or clip (with --clip-weights)")
         if self.scorer == "clip" and self.clip_weights is None:
             raise ConfigError("scorer=clip needs --clip-weights (a local open-clip checkpoint file)")
         if self.loop.batch_size < 2:
             raise ConfigError(f"loop.batch_size={self.loop.batch_size} is too small; ITM needs >= 2 pairs per batch")
-        for name in ("train_pairs", "test_pairs", "queue_size", "concept_k", "max_tokens", "embed_dim"):
+        for name in ("train_pairs", "test_pairs", "val_pairs", "queue_size", "concept_k", "max_tokens", "embed_dim"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} is invalid; it must be a positive integer")
         if not 0 <= self.momentum < 1 or not 0 <= self.alpha <= 1:
@@ -176,11 +204,12 @@ class ViCHAConfig(RunConfig):
         self.objectives(SpecialIds(0, 2, 3, 4)).validate()
         self.model(2, "vicha").validate()
 
-    def model(self, vocab_size: int, arm: str) -> ModelConfig:
-        """The model of one arm."""
+    def model(self, vocab_size: int, arm: str, text_vocab: tuple[int, ...] = ()) -> ModelConfig:
+        """The model of one arm (``text_vocab``: the kept word-piece ids of a pruned vocabulary)."""
         hitc, mim, vc = ARM_PARTS[arm]
         return ModelConfig(
             vocab_size=vocab_size,
+            text_vocab=text_vocab,
             image_size=self.image_size,
             patch_size=self.patch_size,
             vision_width=self.vision_width,
@@ -203,6 +232,7 @@ class ViCHAConfig(RunConfig):
             mim_depth=self.mim_depth,
             mim_heads=self.mim_heads,
             grad_checkpointing=self.grad_checkpointing,
+            text_pool=self.text_pool,
         )
 
     def objectives(self, ids: SpecialIds) -> ObjectiveConfig:

@@ -101,16 +101,19 @@ def gathered_infonce(
     return (loss_i2t + loss_t2i) / 2
 
 
-def sample_negatives(sim: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def sample_negatives(sim: Tensor, generator: torch.Generator | None = None, exclude: Tensor | None = None) -> Tensor:
     """One hard negative per row, drawn with probability ``softmax(sim[i, j]), j != i`` (ALBEF's ITM sampler).
 
-    Never samples the positive and never crashes: the diagonal is excluded before the softmax (so an underflowing
-    row cannot become all zeros), and a row whose weights are not finite falls back to uniform over the
-    non-positives. Needs ``B >= 2`` (with one pair there is no negative).
+    Never samples the positive and never crashes: the diagonal (and ``exclude``) is removed before the softmax (so an
+    underflowing row cannot become all zeros), and a row whose weights are not finite falls back to uniform over the
+    allowed columns. Needs ``B >= 2`` (with one pair there is no negative).
 
     Args:
         sim: ``[B, B]`` similarities, positives on the diagonal.
         generator: random source (default: the global one).
+        exclude: ``[B, B]`` True where column ``j`` must not be a negative of row ``i`` (fine-tuning: another caption
+            of the same image, as ALBEF masks same-id pairs). A row with every column excluded falls back to every
+            non-diagonal column.
 
     Returns:
         ``[B]`` column indices.
@@ -119,10 +122,12 @@ def sample_negatives(sim: Tensor, generator: torch.Generator | None = None) -> T
     if size < 2 or sim.shape[1] != size:
         raise ValueError(f"sample_negatives needs a square [B, B] similarity with B >= 2, got {tuple(sim.shape)}")
     eye = torch.eye(size, dtype=torch.bool, device=sim.device)
-    weights = F.softmax(sim.detach().float().masked_fill(eye, float("-inf")), dim=1)
+    banned = eye if exclude is None else eye | exclude.to(sim.device)
+    banned = torch.where(banned.all(1, keepdim=True), eye, banned)
+    weights = F.softmax(sim.detach().float().masked_fill(banned, float("-inf")), dim=1)
     bad = ~torch.isfinite(weights).all(1) | (weights.sum(1) <= 0)
     if bad.any():
-        uniform = (~eye).float() / (size - 1)
+        uniform = (~banned).float() / (~banned).sum(1, keepdim=True)
         weights = torch.where(bad[:, None], uniform, weights)
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
 

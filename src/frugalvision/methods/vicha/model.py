@@ -61,11 +61,14 @@ class ModelConfig:
         text: "scratch" (a BERT of the sizes below, random init) or "minilm" (the offline MiniLM-L6: width 384,
             6 layers split at ``text_layers``; its WordPiece vocabulary).
         text_dir: another BERT folder (config.json, model.safetensors) for ``text="minilm"`` [bert-base-uncased].
+        text_vocab: with ``text="minilm"``, the word-piece ids kept in the embedding table (a
+            :class:`~.text.SubsetTokenizer`'s ``kept``); empty keeps the full vocabulary [empty].
         text_width: BERT width [768].
         text_heads: BERT heads [12].
         text_intermediate: BERT feed-forward width [3072].
         text_layers: text-only layers [6].
-        fusion_layers: cross-attention layers [6].
+        fusion_layers: cross-attention layers [6]; with ``text="minilm"`` the checkpoint's first
+            ``text_layers + fusion_layers`` layers are kept (MiniLM-L6 has 6, BERT-base 12).
         max_text_positions: learned text positions.
         dropout: BERT dropout [0.1].
         embed_dim: contrastive embedding width [256].
@@ -77,6 +80,10 @@ class ModelConfig:
         mim_depth: decoder blocks [2].
         mim_heads: decoder heads [16].
         grad_checkpointing: recompute the ViT blocks and BERT layers in the backward pass (GPU memory).
+        text_pool: how a text (and a fused) sequence becomes one vector for ITC, H-ITC, ITM and the downstream
+            heads: "cls" (BERT's [CLS], as ALBEF and ViCHA) or "mean" (mean of the valid tokens: the reading of a
+            checkpoint trained with mean pooling, such as the offline MiniLM, whose [CLS] is one and the same vector
+            for every sentence in its first four layers) ["cls"].
     """
 
     vocab_size: int
@@ -87,6 +94,7 @@ class ModelConfig:
     vision_heads: int = 4
     text: str = "scratch"
     text_dir: str | None = None
+    text_vocab: tuple[int, ...] = ()
     text_width: int = 64
     text_heads: int = 4
     text_intermediate: int = 256
@@ -103,9 +111,12 @@ class ModelConfig:
     mim_depth: int = 1
     mim_heads: int = 4
     grad_checkpointing: bool = False
+    text_pool: str = "cls"
 
     def validate(self) -> None:
         """Raise ConfigError on an invalid value."""
+        if self.text_pool not in ("cls", "mean"):
+            raise ConfigError(f"text_pool={self.text_pool!r} is invalid; use 'cls' or 'mean'")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
         if self.text not in ("scratch", "minilm"):
@@ -166,7 +177,7 @@ class ImageOutput(NamedTuple):
 
 
 class TextOutput(NamedTuple):
-    """Text encoder output: last text-layer states ``[N, L, C]``, validity, CLS of each lower text layer."""
+    """Text encoder output: last text-layer states ``[N, L, C]``, validity, pooled vector of each H-ITC text layer."""
 
     states: Tensor
     valid: Tensor
@@ -346,24 +357,31 @@ class ViCHAModel(nn.Module):
         """Text-only pass of the caption ids ``[N, L]``."""
         valid = text_ids != PAD
         states, hidden = self.text.encode_text(text_ids, valid)
-        level_cls = [hidden[layer - 1][:, 0] for _, layer in self.level_pairs] if levels else []
+        level_cls = [self.pool_text(hidden[layer - 1], valid) for _, layer in self.level_pairs] if levels else []
         return TextOutput(states, valid, level_cls)
+
+    def pool_text(self, states: Tensor, valid: Tensor) -> Tensor:
+        """One vector per sequence of text (or fused) states ``[N, L, C]``: [CLS] or the mean of valid tokens."""
+        if self.cfg.text_pool == "cls":
+            return states[:, 0]
+        weights = valid.to(states.dtype)[..., None]
+        return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
     def image_feature(self, image: ImageOutput) -> Tensor:
         """Normalised contrastive image feature from the [CLS] token."""
         return F.normalize(self.vision_proj(image.tokens[:, 0]), dim=-1)
 
     def text_feature(self, text: TextOutput) -> Tensor:
-        """Normalised contrastive text feature from the [CLS] token."""
-        return F.normalize(self.text_proj(text.states[:, 0]), dim=-1)
+        """Normalised contrastive text feature from the pooled text states (:meth:`pool_text`)."""
+        return F.normalize(self.text_proj(self.pool_text(text.states, text.valid)), dim=-1)
 
     def fuse(self, text_states: Tensor, text_valid: Tensor, image_tokens: Tensor, image_valid: Tensor) -> Tensor:
         """Fusion layers over the text states, cross-attending to the (valid) image tokens."""
         return self.text.fuse(text_states, text_valid, image_tokens, image_valid)
 
-    def itm_logits(self, fused: Tensor) -> Tensor:
-        """ITM logits ``[N, 2]`` (index 1 = match) from the fused [CLS]."""
-        return self.itm_head(fused[:, 0])
+    def itm_logits(self, fused: Tensor, text_valid: Tensor) -> Tensor:
+        """ITM logits ``[N, 2]`` (index 1 = match) from the pooled fused states (:meth:`pool_text`)."""
+        return self.itm_head(self.pool_text(fused, text_valid))
 
     def mim_predict(self, images: Tensor, ids_keep: Tensor, ids_restore: Tensor) -> Tensor:
         """U-MIM: encode the kept patches (no concept tokens) and decode every patch."""
@@ -396,7 +414,13 @@ class ViCHAModel(nn.Module):
 def _text_encoder(cfg: ModelConfig) -> TextFusionEncoder:
     if cfg.text == "minilm":
         return TextFusionEncoder.from_minilm(
-            cfg.vision_width, cfg.text_layers, cfg.text_dir, cfg.dropout, cfg.grad_checkpointing
+            cfg.vision_width,
+            cfg.text_layers,
+            cfg.text_dir,
+            cfg.dropout,
+            cfg.grad_checkpointing,
+            num_layers=cfg.text_layers + cfg.fusion_layers,
+            vocab_ids=cfg.text_vocab or None,
         )
     text_cfg = TextFusionConfig(
         vocab_size=cfg.vocab_size,

@@ -127,7 +127,7 @@ def _itm_loss(model: ViCHAModel, image: ImageOutput, text: TextOutput, sim_i2t: 
     size = image.tokens.shape[0]
     positive = model.fuse(text.states, text.valid, image.tokens, image.valid)
     if size < 2:  # one pair has no negative: the head is kept in the graph with a zero loss
-        return model.itm_logits(positive).sum() * 0.0
+        return model.itm_logits(positive, text.valid).sum() * 0.0
     negative_image = sample_negatives(sim_t2i[:, :size])
     negative_text = sample_negatives(sim_i2t[:, :size])
     texts = torch.cat([text.states, text.states[negative_text]])
@@ -135,7 +135,7 @@ def _itm_loss(model: ViCHAModel, image: ImageOutput, text: TextOutput, sim_i2t: 
     images = torch.cat([image.tokens[negative_image], image.tokens])
     image_valid = torch.cat([image.valid[negative_image], image.valid])
     negative = model.fuse(texts, text_valid, images, image_valid)
-    logits = model.itm_logits(torch.cat([positive, negative]))
+    logits = model.itm_logits(torch.cat([positive, negative]), torch.cat([text.valid, text_valid]))
     labels = torch.cat([torch.ones(size), torch.zeros(2 * size)]).long().to(logits.device)
     return F.cross_entropy(logits.float(), labels)
 
