@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from frugalvision.engine import FitResult
 from frugalvision.engine.config import FabricConfig, LoopConfig
 from frugalvision.harness import (
     Comparison,
@@ -412,11 +413,46 @@ def arm_task(c: ViCHAConfig, arm: str, data: PretrainData, world_size: int) -> V
     )
 
 
+#: config fields a pre-trained model does not depend on (bookkeeping, evaluation, downstream fine-tuning)
+NOT_PRETRAINING = ("preset", "out", "seeds", "arms", "resume", "progress", "study", "threads", "eval_split")
+#: arms whose pre-trained models are kept for the downstream studies
+TRANSFER_ARMS = ("albef", "vicha")
+
+
+def pretrained_path(ctx: Context[ViCHAConfig], arm: str, seed: int) -> Path:
+    """Cache file of one arm's pre-trained model for one seed (keyed by every field pre-training depends on)."""
+    fields = {k: v for k, v in asdict(ctx.config).items() if k not in NOT_PRETRAINING and not k.startswith("finetune_")}
+    return ctx.cache_path(f"pretrained-{_key(fields)}") / f"{arm}-seed{ctx.loop_seed(seed)}.safetensors"
+
+
+def pretrain_arm(
+    ctx: Context[ViCHAConfig], arm: str, data: PretrainData, name: str = ""
+) -> tuple[FitResult, ViCHATask]:
+    """Pre-train one arm for the current unit's seed; keep the albef/vicha models in the cache (rank 0).
+
+    The global generators are seeded as the harness seeds the main study's unit of this arm, so a model pre-trained
+    inside a downstream unit is the one the main study makes.
+    """
+    from frugalvision.engine import seed_everything
+    from frugalvision.methods.vicha.api import Pretrained, save_pretrained
+    from frugalvision.seeding import derive_seed
+
+    seed_everything(derive_seed(ctx.method, arm, ctx.seed, *ctx.seed_offsets))
+    task = arm_task(ctx.config, arm, data, ctx.engine.world_size)
+    result = ctx.fit(task, ctx.config.loop, name=name, seed=ctx.seed)
+    if arm in TRANSFER_ARMS:
+        if ctx.is_main:
+            assert task.momentum is not None
+            pretrained = Pretrained(result.model, task.momentum, data.tokenizer, {})
+            save_pretrained(pretrained_path(ctx, arm, ctx.seed), pretrained)
+        ctx.engine.barrier()
+    return result, task
+
+
 def run_unit(ctx: Context[ViCHAConfig], unit: Unit) -> UnitResult:
     """Pre-train one arm for one seed, then zero-shot retrieval on the held-out pairs."""
     data = ctx.memo("data", lambda: load_data(ctx))
-    task = arm_task(ctx.config, unit.name, data, ctx.engine.world_size)
-    result = ctx.fit(task, ctx.config.loop)
+    result, _ = pretrain_arm(ctx, unit.name, data)
     metrics = dict(result.metrics["test"])
     metrics["train_s"] = result.wall_s
     metrics["step_ms"] = 1e3 * result.wall_s / max(1, result.steps)
