@@ -417,10 +417,15 @@ def cmd_report(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    """``frugal bench``: the framework's benchmarks and every registered experiment's ``benchmark(out_dir)``."""
+    """``frugal bench``: the framework's benchmarks and every registered experiment's ``benchmark(out_dir)``.
+
+    A failing benchmark is recorded in its results.json (and listed under the README table); the others still run,
+    and the command exits 1 at the end.
+    """
     options = parse_args(BenchArgs, args, "frugal bench")
     if options.readme and not options.archive:
         raise ConfigError("--readme needs --archive (the folder the table is built from), e.g. --archive results")
+    failed: list[str] = []
     if not options.table_only:
         from frugalvision.harness.bench import run_benchmarks
 
@@ -429,19 +434,18 @@ def cmd_bench(args: list[str]) -> int:
         where = Path(options.out) / "bench"
         print(f"ran {len(documents)} benchmark(s) in {_duration(time.perf_counter() - start)}; wrote {where}/*/")
         failed = [document["benchmark"] for document in documents if document["error"]]
-        if failed:
-            print(f"error: benchmark(s) {', '.join(failed)} failed; see the messages above", file=sys.stderr)
-            return 1
         if options.archive:
             from frugalvision.report import archive_bench
 
-            print(
-                f"archived {len(archive_bench(options.out, options.archive))} benchmark file(s) under {options.archive}"
-            )
+            archived = archive_bench(options.out, options.archive)
+            print(f"archived {len(archived)} benchmark file(s) under {options.archive}")
     if options.readme:
         from frugalvision.report import update_readme_bench
 
         print(f"updated the performance table of {update_readme_bench(options.readme, options.archive)}")
+    if failed:
+        print(f"error: benchmark(s) {', '.join(failed)} failed; see the messages above", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -29,7 +29,7 @@ def test_every_round_runs_every_arm_in_a_shuffled_order():
 
 def _row(**values):
     row = {"name": "step", "arm": "ours", "peer": "timm", "ratio": 1.0, "ratio_q25": 0.9, "ratio_q75": 1.1}
-    return {**row, "rounds": 10, "threads": 2, **values}
+    return {**row, "arm_ms": 1.0, "peer_ms": 1.0, "rounds": 10, "threads": 2, **values}
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,19 @@ __all__ = [
 BENCH_FOLDER = "bench"
 #: fewest interleaved rounds a ratio's spread may rest on
 MIN_ROUNDS = 5
-REQUIRED_RATIO_KEYS = ("name", "arm", "peer", "ratio", "ratio_q25", "ratio_q75", "rounds", "threads")
+#: what every row of a benchmark's "ratios" list holds (``timing.ratio_entry`` makes them)
+REQUIRED_RATIO_KEYS = (
+    "name",
+    "arm",
+    "peer",
+    "ratio",
+    "ratio_q25",
+    "ratio_q75",
+    "arm_ms",
+    "peer_ms",
+    "rounds",
+    "threads",
+)
 
 
 def _engine(out_dir: Path) -> dict[str, Any]:
@@ -85,6 +97,7 @@ def bench_environment() -> dict[str, Any]:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count() or 0,
+        "nice": os.nice(0) if hasattr(os, "nice") else 0,
         "platform": platform.platform(),
         "python": platform.python_version(),
     }

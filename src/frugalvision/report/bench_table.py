@@ -70,7 +70,8 @@ def _machine(document: dict[str, Any]) -> str:
     cpu = re.sub(r"\((R|TM)\)|\bCPU\b|@.*$", "", str(env.get("cpu", "?"))).strip()
     cpu = re.sub(r"\s+", " ", cpu)
     load = (document.get("loadavg_before") or [float("nan")])[0]
-    return f"{env.get('cpu_count', '?')} x {cpu}, load {load:.1f}"
+    nice = f", nice {env['nice']}" if env.get("nice") else ""
+    return f"{env.get('cpu_count', '?')} x {cpu}, load {load:.1f}{nice}"
 
 
 def _cell(text: str) -> str:
