@@ -339,7 +339,19 @@ def vqa_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str
 
 
 def nlvr_statement(left: Scene, right: Scene, rng: np.random.Generator) -> tuple[str, bool]:
-    """One statement about a pair of scenes (NLVR2-style: left and right image) and whether it is true."""
+    """One statement about a pair of scenes (NLVR2-style: left and right image) and whether it is true.
+
+    The truth value is drawn first (balanced, as NLVR2), then statements are drawn until one has it (at most 50).
+    """
+    want = bool(rng.random() < 0.5)
+    for _ in range(50):
+        sentence, truth = _nlvr_candidate(left, right, rng)
+        if truth == want:
+            break
+    return sentence, truth
+
+
+def _nlvr_candidate(left: Scene, right: Scene, rng: np.random.Generator) -> tuple[str, bool]:
     template = int(rng.integers(4))
     colours = list(COLOURS)
     if template == 0:

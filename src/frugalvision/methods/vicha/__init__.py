@@ -5,6 +5,8 @@ Central functions and classes, for your own images and captions:
 * :func:`pretrain` ``(train_json, image_root, ...)``: pre-train on ALBEF-format caption JSON (with ``kwords``);
 * :func:`score_pairs` ``(model, tokenizer, images, captions, concepts)``: ITC cosine and ITM match probability;
 * :func:`extract_concepts` ``(folder, vocabulary, scorer, k)``: the top-k visual concepts of every image of a folder;
+* :func:`finetune` ``(checkpoint, task, train, test)``: fine-tune a pre-trained checkpoint on retrieval, VQA, NLVR2,
+  SNLI-VE or weakly supervised grounding, from the examples of the task loaders (:func:`load_vqa_json`, ...);
 * :class:`ViCHAModel` with :class:`ModelConfig` (the online model; ``encode_image``, ``encode_text``, ``fuse``,
   ``itm_logits`` for downstream heads), :func:`momentum_copy`, :func:`pretrain_losses`;
 * the objectives as pure functions: :func:`itc_distill_loss`, :func:`gathered_infonce` (H-ITC level with rank
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
         train_dual_encoder,
     )
     from frugalvision.methods.vicha.data import CaptionDataset, CaptionEntry, collate_batch, load_caption_json
+    from frugalvision.methods.vicha.finetuning import finetune
     from frugalvision.methods.vicha.functional import (
         ema_update,
         enqueue,
@@ -44,6 +47,14 @@ if TYPE_CHECKING:
     from frugalvision.methods.vicha.model import Batch, ModelConfig, ViCHAModel, momentum_copy
     from frugalvision.methods.vicha.objectives import FeatureQueue, ObjectiveConfig, pretrain_losses
     from frugalvision.methods.vicha.task import ViCHATask
+    from frugalvision.methods.vicha.task_data import (
+        load_grounding,
+        load_grounding_json,
+        load_nlvr_json,
+        load_retrieval_json,
+        load_ve_json,
+        load_vqa_json,
+    )
     from frugalvision.methods.vicha.text import WordTokenizer
 
 _EXPORTS = {
@@ -60,6 +71,13 @@ _EXPORTS = {
     "CaptionEntry": "data",
     "collate_batch": "data",
     "load_caption_json": "data",
+    "finetune": "finetuning",
+    "load_grounding": "task_data",
+    "load_grounding_json": "task_data",
+    "load_nlvr_json": "task_data",
+    "load_retrieval_json": "task_data",
+    "load_ve_json": "task_data",
+    "load_vqa_json": "task_data",
     "ema_update": "functional",
     "enqueue": "functional",
     "gathered_infonce": "functional",

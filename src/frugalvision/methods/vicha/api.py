@@ -15,7 +15,7 @@ from frugalvision.errors import DataError
 from frugalvision.methods.vicha.concepts import ConceptScorer, assign_concepts
 from frugalvision.methods.vicha.config import ViCHAConfig
 from frugalvision.methods.vicha.data import CaptionEntry, eval_transform, load_caption_json
-from frugalvision.methods.vicha.model import ModelConfig, ViCHAModel, momentum_copy
+from frugalvision.methods.vicha.model import ModelConfig, ViCHAModel, interpolate_positions, momentum_copy
 from frugalvision.methods.vicha.text import SubsetTokenizer, TextTokenizer, WordTokenizer, pre_caption
 
 __all__ = ["Pretrained", "extract_concepts", "load_pretrained", "pretrain", "save_pretrained", "score_pairs"]
@@ -86,20 +86,33 @@ def save_pretrained(path: str | Path, pretrained: Pretrained) -> Path:
     return save_weights(state, path, metadata=metadata)
 
 
-def load_pretrained(path: str | Path) -> Pretrained:
-    """Rebuild a :func:`save_pretrained` file (no pickle is read)."""
+def load_pretrained(path: str | Path, image_size: int | None = None) -> Pretrained:
+    """Rebuild a :func:`save_pretrained` file (no pickle is read).
+
+    Args:
+        path: the file.
+        image_size: another input side (fine-tuning at a higher resolution, as the paper's 384 px): the ViT position
+            table is resized (bicubic), None keeps the pre-training side.
+    """
     from safetensors import safe_open
 
     from frugalvision.engine import load_weights
 
+    if not Path(path).is_file():
+        raise DataError(f"{path} not found; pass a file written by save_pretrained")
     with safe_open(str(path), "pt") as handle:
         metadata = handle.metadata() or {}
     if "model" not in metadata:
         raise DataError(f"{path} has no ViCHA model config in its metadata; save it with save_pretrained")
     fields = json.loads(metadata["model"])
     fields["text_vocab"] = tuple(fields.get("text_vocab", ()))
-    model = ViCHAModel(ModelConfig(**fields))
     state = load_weights(path)
+    if image_size is not None and image_size != fields["image_size"]:
+        grid = image_size // fields["patch_size"]
+        for key in ("visual.vit.pos_embed", "momentum.visual.vit.pos_embed"):
+            state[key] = interpolate_positions(state[key], grid)
+        fields["image_size"] = image_size
+    model = ViCHAModel(ModelConfig(**fields))
     online = {k: v for k, v in state.items() if not k.startswith("momentum.")}
     model.load_state_dict(online, strict=False)
     momentum = momentum_copy(model)

@@ -22,6 +22,8 @@ ARM_PARTS = {
     "vicha_shuffled_vc": (True, True, True),
 }
 ARMS = tuple(ARM_PARTS)
+#: rows of the downstream studies: no vision-language pre-training, ALBEF-style pre-training, ViCHA pre-training
+FINETUNE_ROWS = ("scratch", "albef", "vicha")
 ABLATION_ARMS = ("albef", "albef_hitc", "albef_mim", "albef_vc", "vicha")
 
 
@@ -98,6 +100,19 @@ class ViCHAConfig(RunConfig):
             the engine's per-step schedule.
         epochs: epochs of the official schedule [11 for 1M].
         loop: optimisation [AdamW lr 1e-4, wd 0.02, batch 32 per GPU].
+        finetune_rows: the downstream studies' rows: "scratch" (no vision-language pre-training: the unimodal
+            encoders the pre-training starts from, fusion cross-attention and heads fresh), "albef" and "vicha" (the
+            pre-trained arms of this config, made once and cached).
+        finetune_train: caption-world training images of a downstream task (NLVR2: image pairs).
+        finetune_test: caption-world test images of a downstream task (NLVR2: image pairs).
+        finetune_steps: fine-tuning steps, equal for every row (0: the paper's epochs of the task).
+        finetune_batch: fine-tuning batch [16 per GPU for retrieval].
+        finetune_lr: fine-tuning peak learning rate (0: the paper's value of the task: 1e-5 retrieval and
+            grounding, 2e-5 VQA, NLVR2, SNLI-VE).
+        finetune_warmup: warm-up steps of the fine-tuning cosine.
+        finetune_k_test: retrieval: candidates re-ranked by ITM per query [256 COCO, 128 Flickr].
+        finetune_distill: momentum distillation in fine-tuning [on].
+        finetune_layer: fusion layer whose cross-attention Grad-CAM reads (grounding) [the 3rd of 6].
     """
 
     dataset: str = "caption-world"
@@ -164,6 +179,16 @@ class ViCHAConfig(RunConfig):
             max_steps=300, batch_size=32, lr=1e-3, weight_decay=0.02, warmup_steps=30, min_lr=1e-4, log_every=10
         )
     )
+    finetune_rows: tuple[str, ...] = ("scratch", "albef", "vicha")
+    finetune_train: int = 1000
+    finetune_test: int = 300
+    finetune_steps: int = 100
+    finetune_batch: int = 16
+    finetune_lr: float = 1e-4
+    finetune_warmup: int = 10
+    finetune_k_test: int = 16
+    finetune_distill: bool = False
+    finetune_layer: int = -1
 
     def validate(self) -> None:
         """Check every field (one-line ConfigError naming the field and the fix)."""
@@ -201,6 +226,15 @@ class ViCHAConfig(RunConfig):
             raise ConfigError(f"momentum={self.momentum} / alpha={self.alpha} are invalid; use values in [0, 1)")
         if not 0 < self.concept_fraction <= 1:
             raise ConfigError(f"concept_fraction={self.concept_fraction} is invalid; use a value in (0, 1]")
+        bad_rows = [r for r in self.finetune_rows if r not in FINETUNE_ROWS]
+        if bad_rows or not self.finetune_rows:
+            rows = ", ".join(FINETUNE_ROWS)
+            raise ConfigError(f"finetune_rows={self.finetune_rows!r} is invalid; choose among {rows}")
+        for name in ("finetune_train", "finetune_test", "finetune_batch", "finetune_k_test"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)} is invalid; it must be a positive integer")
+        if self.finetune_steps < 0 or self.finetune_lr < 0:
+            raise ConfigError("finetune_steps and finetune_lr must be >= 0 (0: the paper's value of the task)")
         self.objectives(SpecialIds(0, 2, 3, 4)).validate()
         self.model(2, "vicha").validate()
 

@@ -61,6 +61,7 @@ from frugalvision.methods.vicha.model import (
     momentum_copy,
 )
 from frugalvision.methods.vicha.objectives import FeatureQueue
+from frugalvision.methods.vicha.studies import STUDIES
 from frugalvision.methods.vicha.task import OfficialSchedule, ViCHATask
 from frugalvision.methods.vicha.text import SubsetTokenizer, TextTokenizer, WordTokenizer, special_ids
 
@@ -90,6 +91,11 @@ def smoke() -> ViCHAConfig:
         val_pairs=64,
         scorer_steps=20,
         queue_size=64,
+        finetune_train=24,
+        finetune_test=12,
+        finetune_steps=4,
+        finetune_batch=8,
+        finetune_k_test=4,
         loop=LoopConfig(max_steps=12, batch_size=16, lr=1e-3, weight_decay=0.02, warmup_steps=2, log_every=4),
     )
 
@@ -243,9 +249,7 @@ def _read_images(entries: list[CaptionEntry]) -> np.ndarray:
 def concept_files(ctx: Context[ViCHAConfig], root: Path) -> tuple[Path, Path, dict[str, Any]]:
     """Mine the vocabulary, score the images with the offline dual encoder, write ``kwords`` JSON (cached)."""
     c = ctx.config
-    scorer = (c.scorer, c.scorer_steps, c.scorer_batch, c.scorer_size)
-    key = _key(c.concept_k, c.concept_threshold, c.concept_modifiers, *scorer, c.data_seed)
-    out = root / f"concepts-{key}"
+    out = concepts_dir(ctx, root)
 
     def build() -> tuple[Path, Path, dict[str, Any]]:
         if not (out / "stats.json").is_file():
@@ -255,26 +259,50 @@ def concept_files(ctx: Context[ViCHAConfig], root: Path) -> tuple[Path, Path, di
     return ctx.main_first(build)
 
 
+def concepts_dir(ctx: Context[ViCHAConfig], root: Path) -> Path:
+    """The folder of the concept pipeline's outputs (kwords JSON, stats, the scorer)."""
+    c = ctx.config
+    scorer = (c.scorer, c.scorer_steps, c.scorer_batch, c.scorer_size)
+    return root / f"concepts-{_key(c.concept_k, c.concept_threshold, c.concept_modifiers, *scorer, c.data_seed)}"
+
+
+def concept_scorer(c: ViCHAConfig, root: Path, out: Path) -> tuple[Any, Any]:
+    """The CLIP stand-in of the concept pipeline: trained once on the training pairs (seed 0) and saved under ``out``.
+
+    Returns ``(scorer, report)``; a saved scorer is loaded (report None), so the downstream tasks score their images
+    with the very scorer that assigned the pre-training concepts. With ``scorer="clip"``, open-clip-torch.
+    """
+    from frugalvision.engine import load_weights, save_weights
+    from frugalvision.methods.vicha.concepts import DualEncoderScorer
+
+    if c.scorer == "clip":
+        return open_clip_scorer(c.clip_weights or "")[0], None
+    train = load_caption_json(root / "train.json", root)
+    tokenizer = WordTokenizer.fit(cap for e in train for cap in e.captions)
+    path = out / "scorer.safetensors"
+    if path.is_file():
+        scorer = DualEncoderScorer(tokenizer, input_size=c.scorer_size)
+        scorer.load_state_dict(load_weights(path))
+        return scorer.eval(), None
+    images = torch.stack([image_to_tensor(im) for im in _read_images(train)])
+    captions = [e.captions for e in train]
+    scorer, report = train_dual_encoder(
+        images, captions, tokenizer, c.scorer_steps, c.scorer_batch, seed=0, input_size=c.scorer_size
+    )
+    save_weights(scorer.state_dict(), path)
+    return scorer, report
+
+
 def write_concepts(c: ViCHAConfig, root: Path, out: Path) -> None:
     """The offline visual-concept pipeline of spec 2.3 on the caption world (stats: exact precision@k)."""
     train = load_caption_json(root / "train.json", root)
     vocabulary = mine_vocabulary((cap for e in train for cap in e.captions), c.concept_threshold, c.concept_modifiers)
-    tokenizer = WordTokenizer.fit(cap for e in train for cap in e.captions)
-    to_tensor = lambda entries: torch.stack([image_to_tensor(im) for im in _read_images(entries)])  # noqa: E731
-    train_x = to_tensor(train)
-    if c.scorer == "clip":
-        scorer, _ = open_clip_scorer(c.clip_weights or "")
-        report = None
-    else:
-        captions = [e.captions for e in train]
-        scorer, report = train_dual_encoder(
-            train_x, captions, tokenizer, c.scorer_steps, c.scorer_batch, seed=0, input_size=c.scorer_size
-        )
+    scorer, report = concept_scorer(c, root, out)
     k = min(c.concept_k, len(vocabulary))
     stats: dict[str, Any] = {"vocabulary": vocabulary, "k": k, "scorer_loss": report.final_loss if report else None}
     for name in ("train", "test", "val"):
         entries = train if name == "train" else load_caption_json(root / f"{name}.json", root)
-        images = train_x if name == "train" else to_tensor(entries)
+        images = torch.stack([image_to_tensor(im) for im in _read_images(entries)])
         kwords = assign_concepts(scorer, images, vocabulary, k)
         truth = [set(r["concepts"]) for r in json.loads((root / f"{name}.json").read_text())]
         hits = [len(set(kw) & t) / k for kw, t in zip(kwords, truth, strict=True)]
@@ -324,17 +352,15 @@ def write_vision_init(c: ViCHAConfig, path: Path) -> None:
 
 def _tokenizer(c: ViCHAConfig, train: list[CaptionEntry]) -> TextTokenizer:
     texts = [t for e in train for t in (*e.captions, " ".join(e.kwords))]
+    if c.dataset == "caption-world":  # the words of the downstream tasks too
+        from frugalvision.data.caption_world import vocabulary
+
+        texts.append(" ".join(vocabulary()))
     if c.text == "pretrained":
         from frugalvision.nn.minilm import WordPieceTokenizer
 
         base = WordPieceTokenizer(c.text_dir)
-        if not c.prune_vocabulary:
-            return base
-        if c.dataset == "caption-world":
-            from frugalvision.data.caption_world import vocabulary
-
-            texts.append(" ".join(vocabulary()))
-        return SubsetTokenizer.fit(base, texts)
+        return SubsetTokenizer.fit(base, texts) if c.prune_vocabulary else base
     return WordTokenizer.fit(texts)
 
 
@@ -609,4 +635,6 @@ MAIN = Study(
     notes=notes,
 )
 
-EXPERIMENT = Experiment(name=METHOD, config_class=ViCHAConfig, presets=PRESETS, main=MAIN, benchmark=benchmark)
+EXPERIMENT = Experiment(
+    name=METHOD, config_class=ViCHAConfig, presets=PRESETS, main=MAIN, studies=STUDIES, benchmark=benchmark
+)
