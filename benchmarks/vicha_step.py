@@ -2,8 +2,9 @@
 
 Run: ``python benchmarks/vicha_step.py [out_dir] [threads] [rounds]`` (writes ``vicha_benchmark.json``; defaults:
 runs/bench, 2 threads, 15 rounds). A step is forward (all objectives, momentum passes), backward, AdamW, queue
-update and EMA, at the standard preset's sizes and batch 32 on random inputs; the two arms are timed in shuffled
-interleaved rounds (``harness.timing``) and the median per-round ratio is reported with its interquartile range.
+update and EMA, at the standard preset's sizes and batch (16) on caption-world texts and random images; the two arms
+are timed in shuffled interleaved rounds (``harness.timing``) and the median per-round ratio is reported with its
+interquartile range.
 """
 
 from __future__ import annotations

@@ -581,25 +581,30 @@ def notes(config: ViCHAConfig, records: list[UnitRecord]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ benchmark
-def benchmark(out_dir: Path, rounds: int = 15, batch_size: int = 32) -> dict[str, Any]:
-    """One pre-training step (forward, backward, AdamW, EMA) of ViCHA vs the ALBEF-style baseline.
+def benchmark(out_dir: Path, rounds: int = 15, batch_size: int | None = None) -> dict[str, Any]:
+    """One pre-training step (forward, backward, AdamW, queue, EMA) of ViCHA vs the ALBEF-style baseline.
 
-    Standard-preset sizes, random inputs, interleaved rounds (:mod:`frugalvision.harness.timing`).
+    Standard-preset sizes (MiniLM layers with the caption world's word pieces, the 48 px ViT, batch 16) on caption
+    -world captions and concepts and random images, interleaved rounds (:mod:`frugalvision.harness.timing`).
     """
+    from frugalvision.data.caption_world import caption_world
+    from frugalvision.methods.vicha.data import pad_ids
     from frugalvision.methods.vicha.functional import ema_update
 
     config = standard()
+    batch_size = batch_size or config.loop.batch_size
+    tokenizer = _tokenizer(config, [])
+    kept = tokenizer.kept if isinstance(tokenizer, SubsetTokenizer) else ()
     torch.manual_seed(0)
-    vocab = 64
     gen = torch.Generator().manual_seed(0)
+    scenes = caption_world(batch_size, seed=0, image_size=8).scenes
     images = torch.randn(batch_size, 3, config.image_size, config.image_size, generator=gen)
-    text = torch.randint(5, vocab, (batch_size, 16), generator=gen)
-    text[:, 0] = 2
-    concepts = torch.randint(5, vocab, (batch_size, 5), generator=gen)
-    objectives = config.objectives(special_ids(WordTokenizer([f"w{i}" for i in range(vocab - 5)])))
+    text = pad_ids([tokenizer.encode(s.captions[0], config.max_tokens) for s in scenes])
+    concepts = pad_ids([tokenizer.encode(" ".join(sorted({o.colour for o in s.objects})), 55) for s in scenes])
+    objectives = config.objectives(special_ids(tokenizer))
     steps = {}
     for arm in ("albef", "vicha"):
-        model = ViCHAModel(config.model(vocab, arm))
+        model = ViCHAModel(config.model(len(tokenizer), arm, kept))
         momentum, queue = momentum_copy(model), FeatureQueue(config.queue_size, config.embed_dim)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         batch = Batch(images, text, concepts if model.uses_concepts else None)
