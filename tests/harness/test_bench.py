@@ -77,3 +77,16 @@ def test_engine_overhead_reports_one_complete_ratio(tmp_path):
     result = engine_overhead(tmp_path, steps=8, rounds=5, warmup=1)
     assert contract_gaps(result) == [] and result["ratios"][0]["peer"] == "bare PyTorch loop"
     assert result["engine_ms_per_step"] > 0 and result["bare_ms_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_startup_reports_three_commands_against_import_torch_and_a_smoke_run(tmp_path):
+    from frugalvision.harness.builtin_bench import startup
+
+    result = startup(tmp_path, rounds=2)
+    commands = ["frugal list", "frugal --help", "frugal run baseline --help (cached)"]
+    assert [row["arm"] for row in result["ratios"]] == commands
+    assert all(row["peer"] == "import torch" and row["ratio"] > 0 for row in result["ratios"])
+    smoke = result["smoke_run"]
+    assert smoke["peak_rss_mib"] > 100 and 0 < smoke["compute_s"] < smoke["wall_s"]
+    assert not (tmp_path / "startup-work").exists()
