@@ -42,9 +42,14 @@ def test_every_preset_validates_and_the_paper_preset_has_the_paper_values(tmp_pa
         config.validate()
     paper = PRESETS["paper"]()
     assert (paper.vision_width, paper.vision_depth, paper.text_layers, paper.hitc_levels) == (768, 12, 6, 5)
+    assert paper.fusion_layers == 6 and paper.text_pool == "cls" and (paper.finetune_steps, paper.finetune_lr) == (0, 0)
     assert (paper.queue_size, paper.concept_k, paper.concept_fraction, paper.loop.lr) == (65536, 15, 0.3, 1e-4)
     assert paper.fabric.precision == "bf16-mixed" and paper.grad_checkpointing and paper.official_schedule
     with pytest.raises(ConfigError, match="needs --data-root"):
         paper.validate()
     with pytest.raises(ConfigError, match="arms="):
         dataclasses.replace(PRESETS["smoke"](), arms=("clip",)).validate()
+    with pytest.raises(ConfigError, match="finetune_rows="):
+        dataclasses.replace(PRESETS["smoke"](), finetune_rows=("bert",)).validate()
+    standard = PRESETS["standard"]()
+    assert standard.text == "pretrained" and standard.vision_init == "caption-world" and standard.text_pool == "mean"

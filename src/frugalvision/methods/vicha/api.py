@@ -114,10 +114,10 @@ def load_pretrained(path: str | Path, image_size: int | None = None) -> Pretrain
         fields["image_size"] = image_size
     model = ViCHAModel(ModelConfig(**fields))
     online = {k: v for k, v in state.items() if not k.startswith("momentum.")}
-    model.load_state_dict(online, strict=False)
+    _check_keys(path, model.load_state_dict(online, strict=False))
     momentum = momentum_copy(model)
     momentum_state = {k.removeprefix("momentum."): v for k, v in state.items() if k.startswith("momentum.")}
-    momentum.load_state_dict(momentum_state, strict=False)
+    _check_keys(path, momentum.load_state_dict(momentum_state, strict=False))
     if "vocabulary" in metadata:
         tokenizer: TextTokenizer = WordTokenizer(json.loads(metadata["vocabulary"]))
     else:
@@ -127,6 +127,14 @@ def load_pretrained(path: str | Path, image_size: int | None = None) -> Pretrain
         if model.cfg.text_vocab:
             tokenizer = SubsetTokenizer(tokenizer, model.cfg.text_vocab)
     return Pretrained(model, momentum, tokenizer, {})
+
+
+def _check_keys(path: str | Path, result: Any) -> None:
+    """Refuse a file whose weights do not fit the model (only the tied MLM decoder is absent from the file)."""
+    missing = [k for k in result.missing_keys if "mlm.word_embeddings" not in k]
+    if missing or result.unexpected_keys:
+        raise DataError(f"{path} does not fit its model config: missing {missing[:3]}, unexpected "
+                        f"{result.unexpected_keys[:3]}; save it with save_pretrained")  # fmt: skip
 
 
 def _ids(tokenizer: TextTokenizer, texts: Sequence[str], max_tokens: int) -> Tensor:

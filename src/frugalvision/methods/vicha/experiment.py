@@ -187,6 +187,11 @@ def paper() -> ViCHAConfig:
         concept_fraction=0.3,
         official_schedule=True,
         epochs=11,
+        finetune_steps=0,
+        finetune_lr=0.0,
+        finetune_k_test=256,
+        finetune_distill=True,
+        finetune_layer=2,
         fabric=FabricConfig(precision="bf16-mixed"),
         loop=LoopConfig(
             max_steps=11 * steps_per_epoch,
