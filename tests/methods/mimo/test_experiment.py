@@ -15,9 +15,10 @@ from frugalvision.data.arrays import ArrayDataset, ImageArrays
 from frugalvision.engine import Engine, FabricConfig, LoopConfig
 from frugalvision.errors import ConfigError, DataError
 from frugalvision.harness import run_experiment
+from frugalvision.harness.bench import contract_gaps
 from frugalvision.harness.stats import ALPHA
 from frugalvision.methods.mimo import experiment
-from frugalvision.methods.mimo.bench import inference_macs, latency_arms, measure_latency
+from frugalvision.methods.mimo.bench import inference_macs, latency_arms, latency_benchmark, measure_latency
 from frugalvision.methods.mimo.config import ARMS, PRESETS, MimoRunConfig, parse_unmix
 from frugalvision.methods.mimo.data import load_data
 from frugalvision.methods.mimo.evaluation import evaluate_members
@@ -237,3 +238,14 @@ def test_latency_arms_time_mimo_against_the_ensemble_and_count_macs():
     single, mimo = inference_macs(arms["single"], (1, 16, 16)), inference_macs(arms["mimo"], (1, 16, 16))
     stem_macs, head_macs = 16 * 16 * 4 * 9, 16 * 5
     assert mimo == pytest.approx(single + stem_macs + head_macs)
+
+
+def test_benchmark_returns_performance_table_rows_against_the_deep_ensemble():
+    case = {"tiny": ("PreActResNet-8 w=2", lambda: preact_resnet(2, 1, 5, 1), (1, 8, 8), 4)}
+    result = latency_benchmark(rounds=5, threads=1, cases=case, warmup=1)
+    assert contract_gaps(result) == [] and experiment.EXPERIMENT.benchmark is experiment.benchmark
+    mimo, unmixed = result["ratios"]
+    assert (mimo["arm"], mimo["rounds"], mimo["batch"]) == ("MIMO M=2", 5, 4) and "deep ensemble" in mimo["peer"]
+    assert "unmixing (learned-final)" in unmixed["arm"] and unmixed["macs_ratio"] > mimo["macs_ratio"]
+    assert mimo["ratio"] == pytest.approx(result["tiny"]["mimo_vs_ensemble"])
+    assert mimo["macs_ratio"] == pytest.approx(result["tiny"]["macs_ratio_mimo_vs_ensemble"])
