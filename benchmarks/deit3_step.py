@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from frugalvision.harness import interleaved_timings, latency_ratio
+from frugalvision.harness import benchmark_result, interleaved_timings, ratio_entry
 from frugalvision.methods.deit3.config import OFFICIAL_BLUR_SIGMA, StageConfig
 from frugalvision.methods.deit3.losses import mix_batch, mixed_bce_loss
 from frugalvision.methods.deit3.model import build_vit, set_drop_path
@@ -68,26 +68,28 @@ def recipe_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Cal
 
 
 def train_step_ratio(size: str) -> dict[str, Any]:
-    """Our step time over timm's deit3 step time (median of per-round ratios, IQR), and images/s of each."""
+    """One performance-table row: our recipe step over timm's deit3 step (median of per-round ratios, IQR)."""
     img, *_, batch, rounds = SIZES[size]
     ours, peer = peer_models(size)
     x, y = torch.rand(batch, 3, img, img), torch.randint(0, CLASSES, (batch,))
     timings = interleaved_timings({"ours": recipe_step(ours, x, y), "timm": recipe_step(peer, x, y)}, rounds, 1)
-    ratio = latency_ratio(timings, "ours", "timm")
-    return {
-        "batch": batch,
-        "rounds": rounds,
-        "time_ratio": ratio["ratio"],
-        "time_ratio_q25": ratio["ratio_q25"],
-        "time_ratio_q75": ratio["ratio_q75"],
-        "ours_img_s": batch / (ratio["arm_ms"] / 1e3),
-        "timm_img_s": batch / (ratio["reference_ms"] / 1e3),
-    }
+    row = ratio_entry(
+        timings,
+        "ours",
+        "timm",
+        name=f"DeiT III train step, {size} (batch {batch}, Mixup/CutMix + BCE + LAMB)",
+        arm_label="frugalvision ViT (LayerScale, drop-path)",
+        peer_label="timm deit3 model of the same shape",
+        batch=batch,
+    )
+    row["ours_img_s"] = batch / (row["arm_ms"] / 1e3)
+    row["timm_img_s"] = batch / (row["peer_ms"] / 1e3)
+    return row
 
 
-def pipeline_throughput(batch: int = 64, rounds: int = 5) -> dict[str, Any]:
-    """Images/s of our batched 3-Augment collate vs the per-image torchvision/PIL 3-Augment, at 28 and 224 px."""
-    out: dict[str, Any] = {}
+def pipeline_throughput(batch: int = 64, rounds: int = 5) -> list[dict[str, Any]]:
+    """Rows: our batched 3-Augment collate vs the per-image torchvision/PIL 3-Augment, at 28 and 224 px."""
+    out: list[dict[str, Any]] = []
     for size in (28, 224):
         stage = StageConfig(img_size=size, augment="three_augment", crop="rrc", color_jitter=0.3)
         collate = Deit3Collate(stage, size, 1.0, 3)
@@ -109,26 +111,28 @@ def pipeline_throughput(batch: int = 64, rounds: int = 5) -> dict[str, Any]:
             "pil": lambda f=per_image, ps=pil: torch.stack([f(p) for p in ps]),
         }
         timings = interleaved_timings(arms, rounds=rounds, warmup=1)
-        ratio = latency_ratio(timings, "ours", "pil")
-        out[f"{size}px"] = {
-            "ours_img_s": batch / (ratio["arm_ms"] / 1e3),
-            "torchvision_pil_img_s": batch / (ratio["reference_ms"] / 1e3),
-            "time_ratio": ratio["ratio"],
-            "time_ratio_q25": ratio["ratio_q25"],
-            "time_ratio_q75": ratio["ratio_q75"],
-        }
+        row = ratio_entry(
+            timings,
+            "ours",
+            "pil",
+            name=f"3-Augment pipeline, {size} px (batch {batch})",
+            arm_label="batched tensor 3-Augment collate",
+            peer_label="per-image torchvision/PIL 3-Augment",
+            batch=batch,
+        )
+        row["ours_img_s"] = batch / (row["arm_ms"] / 1e3)
+        row["torchvision_pil_img_s"] = batch / (row["peer_ms"] / 1e3)
+        out.append(row)
     return out
 
 
 def main(out_dir: Path | str | None = None) -> dict[str, Any]:
     """Both measurements (and ``<out_dir>/deit3_benchmark.json`` when ``out_dir`` is given)."""
     torch.manual_seed(0)
-    result = {
-        "peer": "timm deit3_small_patch16_224 (same size, weights, LayerScale, uniform drop-path, recipe step)",
-        "threads": torch.get_num_threads(),
-        "train_step": {size: train_step_ratio(size) for size in SIZES},
-        "pipeline": pipeline_throughput(),
-    }
+    rows = [train_step_ratio(size) for size in SIZES] + pipeline_throughput()
+    result = benchmark_result(
+        rows, peer="timm deit3_small_patch16_224 (same size, weights, LayerScale, uniform drop-path, recipe step)"
+    )
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,12 @@ from frugalvision.harness import (
     UnitRecord,
     UnitResult,
     Verdict,
+    benchmark_result,
     claim_verdict,
     compare,
     interleaved_timings,
-    latency_ratio,
     metric_values,
+    ratio_entry,
     threshold,
 )
 from frugalvision.harness.stats import ALPHA
@@ -416,27 +417,31 @@ def notes(config: DiwaConfig, records: list[UnitRecord]) -> str:
 def benchmark(out_dir: Path) -> dict[str, Any]:
     """Inference latency of one weight-averaged model vs the functional ensemble of its M members (CPU, batch 256).
 
-    Interleaved rounds (:mod:`frugalvision.harness.timing`); the ratio is the median of per-round ENS / WA ratios.
+    Interleaved rounds (:mod:`frugalvision.harness.timing`); each row is the median of per-round ENS / WA ratios.
     """
     from frugalvision.methods.diwa.averaging import FunctionalEnsemble, average_models
 
     x = torch.rand(256, 1, 14, 14)
-    results: dict[str, Any] = {"device": "cpu", "threads": torch.get_num_threads(), "batch": 256, "image": "1x14x14"}
+    rows = []
     for m in (5, 10):
         torch.manual_seed(m)
         members = [gn_cnn(1, 10, 32).eval() for _ in range(m)]
         merged, ensemble = average_models(members).eval(), FunctionalEnsemble(members).eval()
         with torch.no_grad():
             arms = {"wa": lambda net=merged: net(x), "ens": lambda net=ensemble: net(x)}
-            ratio = latency_ratio(interleaved_timings(arms, rounds=20, warmup=3), "ens", "wa")
-        results[f"M{m}"] = {
-            "wa_ms": ratio["reference_ms"],
-            "ens_ms": ratio["arm_ms"],
-            "ratio": ratio["ratio"],
-            "ratio_q25": ratio["ratio_q25"],
-            "ratio_q75": ratio["ratio_q75"],
-        }
-    return results
+            timings = interleaved_timings(arms, rounds=20, warmup=3)
+        rows.append(
+            ratio_entry(
+                timings,
+                "ens",
+                "wa",
+                name=f"inference, M = {m} members (batch 256, 1x14x14)",
+                arm_label=f"functional ensemble of the {m} members",
+                peer_label="their weight average (one model)",
+                members=m,
+            )
+        )
+    return benchmark_result(rows, device="cpu", batch=256, image="1x14x14")
 
 
 MAIN = Study(

@@ -30,6 +30,7 @@ from frugalvision.harness import (
     UnitRecord,
     UnitResult,
     Verdict,
+    benchmark_result,
     claim_verdict,
     compare,
     metric_values,
@@ -677,11 +678,36 @@ def variant_notes(config: SingeConfig, records: list[UnitRecord]) -> str:
 def benchmark(out_dir: Path) -> dict[str, Any]:
     """Dense vs pruned CPU latency at several MAC targets (interleaved timer; see ``benchmarks/singe_latency.py``).
 
-    ``frugal bench`` writes the returned table to ``<out>/bench/singe.json``.
+    ``frugal bench`` writes the returned rows (one per target, width variant and batch) to ``<out>/bench/singe/``.
     """
     from frugalvision.methods.singe.bench import latency_table
 
-    return latency_table(None)
+    table = latency_table(None)
+    ratios = []
+    for row in table["rows"]:
+        removed = 1.0 - row["target_macs_kept"]
+        goal = 0.6 if (removed, row["batch"], row["variant"]) == (0.5, 64, "round8") else None
+        ratio = row["latency_ratio"]
+        ratios.append(
+            {
+                "name": f"{removed:.0%} MACs removed, {row['variant']} widths, batch {row['batch']}",
+                "arm": f"pruned CIFAR ResNet-8 ({row['variant']} widths {row['widths']})",
+                "peer": "the dense CIFAR ResNet-8",
+                "ratio": ratio,
+                "ratio_q25": row["latency_ratio_q25"],
+                "ratio_q75": row["latency_ratio_q75"],
+                "arm_ms": row["pruned_ms"],
+                "peer_ms": row["dense_ms"],
+                "reference_ms": row["dense_ms"],
+                "rounds": table["rounds"],
+                "threads": table["threads"],
+                "goal": goal,
+                "meets_goal": None if goal is None else bool(ratio <= goal),
+                "macs_fraction": row["macs_frac"],
+                "params_fraction": row["params_frac"],
+            }
+        )
+    return benchmark_result(ratios, model=table["model"], input=table["input"], timer=table["timer"])
 
 
 MAIN = Study(

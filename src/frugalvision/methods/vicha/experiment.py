@@ -34,11 +34,12 @@ from frugalvision.harness import (
     UnitRecord,
     UnitResult,
     Verdict,
+    benchmark_result,
     claim_verdict,
     compare,
     interleaved_timings,
-    latency_ratio,
     metric_values,
+    ratio_entry,
 )
 from frugalvision.methods.vicha.concepts import assign_concepts, mine_vocabulary, open_clip_scorer, train_dual_encoder
 from frugalvision.methods.vicha.config import ABLATION_ARMS, ARM_PARTS, ARMS, ViCHAConfig
@@ -624,16 +625,16 @@ def benchmark(out_dir: Path, rounds: int = 15, batch_size: int | None = None) ->
 
         steps[arm] = step
     timings = interleaved_timings(steps, rounds=rounds, warmup=2)
-    ratio = latency_ratio(timings, "vicha", "albef")
-    return {
-        "batch_size": batch_size,
-        "threads": torch.get_num_threads(),
-        "albef_step_ms": ratio["reference_ms"],
-        "vicha_step_ms": ratio["arm_ms"],
-        "ratio_vicha_over_albef": ratio["ratio"],
-        "ratio_q25": ratio["ratio_q25"],
-        "ratio_q75": ratio["ratio_q75"],
-    }
+    row = ratio_entry(
+        timings,
+        "vicha",
+        "albef",
+        name=f"pre-training step, standard sizes (batch {batch_size})",
+        arm_label="ViCHA (H-ITC, MIM, concept tokens)",
+        peer_label="ALBEF-style step (ITC, ITM, MLM)",
+        batch_size=batch_size,
+    )
+    return benchmark_result([row])
 
 
 # ------------------------------------------------------------------------------------------------ declaration
