@@ -165,3 +165,18 @@ def test_builtin_sources_split(name, shape, n_train, n_test):
     flat_train = {bytes(x.flatten().tolist()) for x in train.images}
     overlap = sum(bytes(x.flatten().tolist()) in flat_train for x in test.images)
     assert overlap <= (5 if name == "digits" else 0)  # digits has a few exact duplicate 8x8 images
+
+
+def test_textures_photos_and_pretrained_weights_are_recorded_too():
+    from frugalvision.data import provenance
+    from frugalvision.data.object_composites import background_image
+    from frugalvision.data.shifts import load_texture
+    from frugalvision.nn.efficientnet import efficientnet_lite0
+
+    start = provenance.mark()
+    load_texture("brick")
+    load_texture("brick")  # cached image, still recorded for this unit
+    background_image("china")
+    efficientnet_lite0()
+    names = [entry["name"] for entry in provenance.since(start)[0]]
+    assert names == ["skimage.data.brick", "sklearn sample image china.jpg", "efficientnet-lite0 weights"]

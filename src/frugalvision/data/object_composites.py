@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from frugalvision.data import provenance
 from frugalvision.data.shifts import load_texture
 from frugalvision.errors import DataError
 from frugalvision.seeding import derive_seed
@@ -43,6 +44,7 @@ def background_image(name: str, short_side: int = 64) -> torch.Tensor:
         from sklearn.datasets import load_sample_image
 
         image = torch.from_numpy(load_sample_image(f"{name}.jpg").copy()).permute(2, 0, 1).contiguous()
+        provenance.record_source(f"sklearn sample image {name}.jpg", "scikit-learn package")
     elif name in BACKGROUNDS:
         image = load_texture(name)
     else:

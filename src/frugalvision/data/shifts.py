@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from frugalvision.data import provenance
 from frugalvision.data.arrays import ImageArrays, concat_arrays
 from frugalvision.data.splits import derive_seed
 from frugalvision.errors import DataError
@@ -225,7 +226,9 @@ def load_texture(name: str) -> torch.Tensor:
         DataError: If the image does not exist or needs a download.
 
     """
-    return _texture_cached(name)
+    image = _texture_cached(name)
+    provenance.record_source(f"skimage.data.{name}", "scikit-image package")
+    return image
 
 
 def _resolve_families(families: Sequence[str] | Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:

