@@ -9,7 +9,7 @@ import torch
 from frugalvision.errors import ConfigError
 from frugalvision.methods.muhdi.bench import benchmark
 from frugalvision.methods.muhdi.config import PRESETS, arm_settings
-from frugalvision.methods.muhdi.experiment import PALETTE, overlay, plan_units, verdict
+from frugalvision.methods.muhdi.experiment import PALETTE, overlay, per_class_iou, plan_units, verdict
 
 
 def _rows(forgetting_gap, miou_gap, gap=0.2, noise=(0.001, -0.002, 0.0015)):
@@ -90,8 +90,11 @@ def test_overlay_blends_class_colours_and_leaves_ignored_pixels():
 
 
 def test_quick_benchmark_writes_both_ratios(tmp_path):
+    from frugalvision.harness.bench import contract_gaps
+
     result = benchmark(tmp_path, quick=True)
     assert result["training_step"][0]["ratio"] > 0 and result["inference"][0]["ratio"] > 0
+    assert contract_gaps(result) == [] and [r["peer"] for r in result["ratios"]][0] == "sequential ADVENT step"
     assert result["inference"][0]["params_exported"] < result["inference"][0]["params_full"]
     assert json.loads((tmp_path / "muhdi_benchmark.json").read_text())["device"] in ("cpu", "cuda")
 
@@ -133,6 +136,12 @@ def test_the_benchmark_path_runs_end_to_end_on_real_format_files(tmp_path):
     assert document["dataset"] == "benchmark"
     assert {r["name"] for r in document["rows"]} == {"advent", "muhdi"}
     assert all("miou_cityscapes" in r["metrics"] and "forgetting" in r["metrics"] for r in document["rows"])
+    assert all("iou_flat_cityscapes" in r["metrics"] and "iou_sky_idd" in r["metrics"] for r in document["rows"])
+
+
+def test_per_class_iou_names_class_and_domain_and_drops_absent_classes():
+    scores = {"city": {"miou": 0.5, "iou_flat": 0.75, "iou_sky": float("nan")}, "source": {"iou_flat": 0.25}}
+    assert per_class_iou(scores) == {"iou_flat_city": 0.75, "iou_flat_source": 0.25}
 
 
 def test_the_paper_preset_validates_with_a_data_root(tmp_path):

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from frugalvision.harness.timing import interleaved_timings, latency_ratio
+from frugalvision.harness.bench import MIN_ROUNDS
+from frugalvision.harness.timing import interleaved_timings, latency_ratio, ratio_entry
 from frugalvision.methods.muhdi.model import ModelSettings, build_segmenter, export_agnostic
 from frugalvision.methods.muhdi.task import StepSettings, UdaStep
 
@@ -78,8 +79,12 @@ def training_step_ratio(paper_scale: bool = False, rounds: int = 15, device: str
         for arm in ("advent", "muhdi")
     }
     timings = interleaved_timings(steps, rounds=rounds, warmup=3, device=target)
-    result = latency_ratio(timings, "muhdi", "advent")
-    return {"scale": "paper" if paper_scale else "toy", "image": f"{height}x{width}", "batch": batch_size, **result}
+    scale = "paper" if paper_scale else "toy"
+    details = {"scale": scale, "image": f"{height}x{width}", "batch": batch_size}
+    entry = ratio_entry(timings, "muhdi", "advent", name=f"training step MuHDi vs ADVENT ({scale})",
+                        arm_label="MuHDi step (teacher, 2 head pairs, POD + KD + KT)",
+                        peer_label="sequential ADVENT step", **details)  # fmt: skip
+    return {**details, **latency_ratio(timings, "muhdi", "advent"), "entry": entry}
 
 
 @torch.no_grad()
@@ -92,10 +97,15 @@ def inference_ratio(paper_scale: bool = False, rounds: int = 30, device: str | N
     exported = export_agnostic(full).to(target).eval()
     images = torch.rand(batch_size, 3, height, width, device=target)
     arms = {"full": lambda: full.forward_all(images), "exported": lambda: exported(images)}
-    result = latency_ratio(interleaved_timings(arms, rounds=rounds, warmup=3, device=target), "full", "exported")
+    timings = interleaved_timings(arms, rounds=rounds, warmup=3, device=target)
     parameters = {name: sum(p.numel() for p in m.parameters()) for name, m in (("full", full), ("exported", exported))}
-    return {"scale": "paper" if paper_scale else "toy", "image": f"{height}x{width}", "batch": batch_size,
-            "params_full": parameters["full"], "params_exported": parameters["exported"], **result}  # fmt: skip
+    scale = "paper" if paper_scale else "toy"
+    details = {"scale": scale, "image": f"{height}x{width}", "batch": batch_size,
+               "params_full": parameters["full"], "params_exported": parameters["exported"]}  # fmt: skip
+    entry = ratio_entry(timings, "exported", "full", name=f"inference exported vs full model ({scale})",
+                        arm_label="exported test model (backbone + agnostic main head)",
+                        peer_label="full training model (both head pairs, aux heads)", **details)  # fmt: skip
+    return {**details, **latency_ratio(timings, "full", "exported"), "entry": entry}
 
 
 def benchmark(out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -105,7 +115,7 @@ def benchmark(out_dir: Path, quick: bool = False) -> dict[str, Any]:
         out_dir: folder of the JSON file.
         quick: few rounds (tests).
     """
-    rounds = 3 if quick else 15
+    rounds = MIN_ROUNDS if quick else 15
     summary: dict[str, Any] = {
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "threads": torch.get_num_threads(),
@@ -115,6 +125,8 @@ def benchmark(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     if torch.cuda.is_available() and not quick:
         summary["training_step"].append(training_step_ratio(True, rounds))
         summary["inference"].append(inference_ratio(True, 2 * rounds))
+    summary = {"ratios": [row.pop("entry") for key in ("training_step", "inference") for row in summary[key]],
+               **summary}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "muhdi_benchmark.json").write_text(json.dumps(summary, indent=1))
     return summary

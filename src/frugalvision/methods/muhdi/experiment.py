@@ -258,7 +258,17 @@ def _row_metrics(last: list[dict[str, dict[str, float]]], best: list[dict[str, d
         metrics |= {f"{k}{suffix}": v for k, v in summary.items() if not math.isnan(v)}
         metrics |= {f"miou_{t}{suffix}": scores[-1][t]["miou"] for t in names}
         metrics[f"miou_source{suffix}"] = scores[-1]["source"]["miou"]
-    return metrics
+    return metrics | per_class_iou(last[-1])
+
+
+def per_class_iou(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``iou_<class>_<domain>`` of one model on every test set (classes absent from a set, NaN, are left out)."""
+    return {
+        f"{key}_{domain}": value
+        for domain, metrics in scores.items()
+        for key, value in metrics.items()
+        if key.startswith("iou_") and not math.isnan(value)
+    }
 
 
 def _predictions(model: nn.Module, data: SequenceData, count: int) -> dict[str, torch.Tensor]:
