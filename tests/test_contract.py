@@ -143,8 +143,16 @@ def test_an_invalid_value_exits_2_with_one_line(method, argv, needle, capsys):
 
 def _torchrun(method, out):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "frugalvision.cli", *_argv(method, None, out, "--fabric.accelerator", "cpu", "--fabric.strategy", "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "frugalvision.cli",
+        *_argv(method, None, out, "--fabric.accelerator", "cpu", "--fabric.strategy", "ddp"),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
 
 

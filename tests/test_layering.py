@@ -30,15 +30,13 @@ def test_only_the_engine_imports_lightning(path):
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in FILES if p.relative_to(SRC).parts[0] == "methods" and len(p.relative_to(SRC).parts) > 2],
+    "path",
+    [p for p in FILES if p.relative_to(SRC).parts[0] == "methods" and len(p.relative_to(SRC).parts) > 2],
     ids=lambda p: str(p.relative_to(SRC)),
 )
 def test_no_method_imports_another_method(path):
     own = path.relative_to(SRC).parts[1]
-    others = [
-        name for name in _imports(path)
-        if name.startswith("frugalvision.methods.") and name.split(".")[2] != own
-    ]
+    others = [name for name in _imports(path) if name.startswith("frugalvision.methods.") and name.split(".")[2] != own]
     assert not others, f"{path.relative_to(SRC)} imports {others}; move the shared piece to nn/, data/ or metrics/"
 
 
