@@ -67,6 +67,11 @@ def recipe_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Cal
     return step
 
 
+def with_throughput(row: dict[str, Any], batch: int) -> dict[str, Any]:
+    """``row`` with the images/s of both arms (``arm_img_s``, ``peer_img_s``) from their times per batch."""
+    return {**row, "arm_img_s": batch / (row["arm_ms"] / 1e3), "peer_img_s": batch / (row["peer_ms"] / 1e3)}
+
+
 def train_step_ratio(size: str) -> dict[str, Any]:
     """One performance-table row: our recipe step over timm's deit3 step (median of per-round ratios, IQR)."""
     img, *_, batch, rounds = SIZES[size]
@@ -82,9 +87,7 @@ def train_step_ratio(size: str) -> dict[str, Any]:
         peer_label="timm deit3 model of the same shape",
         batch=batch,
     )
-    row["ours_img_s"] = batch / (row["arm_ms"] / 1e3)
-    row["timm_img_s"] = batch / (row["peer_ms"] / 1e3)
-    return row
+    return with_throughput(row, batch)
 
 
 def pipeline_throughput(batch: int = 64, rounds: int = 5) -> list[dict[str, Any]]:
@@ -120,9 +123,7 @@ def pipeline_throughput(batch: int = 64, rounds: int = 5) -> list[dict[str, Any]
             peer_label="per-image torchvision/PIL 3-Augment",
             batch=batch,
         )
-        row["ours_img_s"] = batch / (row["arm_ms"] / 1e3)
-        row["torchvision_pil_img_s"] = batch / (row["peer_ms"] / 1e3)
-        out.append(row)
+        out.append(with_throughput(row, batch))
     return out
 
 

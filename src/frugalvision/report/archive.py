@@ -16,7 +16,7 @@ from typing import Any
 
 from frugalvision.errors import DataError
 from frugalvision.report.render import collect_results, format_mean_std, format_number
-from frugalvision.report.schema import RESULTS_FILE, atomic_write_text, load_results
+from frugalvision.report.schema import RESULTS_FILE, load_results, replace_marked_block
 
 __all__ = ["TABLE_BEGIN", "TABLE_END", "archive_results", "load_archive", "results_table", "update_readme"]
 
@@ -137,11 +137,4 @@ def update_readme(readme: str | os.PathLike[str], results_root: str | os.PathLik
     Raises:
         DataError: the README lacks the two marker lines.
     """
-    path = Path(readme)
-    text = path.read_text(encoding="utf-8")
-    if TABLE_BEGIN not in text or TABLE_END not in text:
-        raise DataError(f"{path}: no results-table markers; add the lines {TABLE_BEGIN!r} and {TABLE_END!r}")
-    head, rest = text.split(TABLE_BEGIN, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    atomic_write_text(path, f"{head}{TABLE_BEGIN}\n{results_table(results_root)}\n{TABLE_END}{tail}")
-    return path
+    return replace_marked_block(Path(readme), TABLE_BEGIN, TABLE_END, results_table(results_root), "results-table")

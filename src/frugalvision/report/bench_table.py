@@ -18,7 +18,7 @@ from typing import Any
 
 from frugalvision.errors import DataError
 from frugalvision.report.render import format_number
-from frugalvision.report.schema import RESULTS_FILE, atomic_write_text
+from frugalvision.report.schema import RESULTS_FILE, replace_marked_block
 
 __all__ = ["BENCH_BEGIN", "BENCH_END", "archive_bench", "bench_table", "load_bench", "update_readme_bench"]
 
@@ -127,11 +127,4 @@ def update_readme_bench(readme: str | os.PathLike[str], results_root: str | os.P
     Raises:
         DataError: the README lacks the two marker lines.
     """
-    path = Path(readme)
-    text = path.read_text(encoding="utf-8")
-    if BENCH_BEGIN not in text or BENCH_END not in text:
-        raise DataError(f"{path}: no bench-table markers; add the lines {BENCH_BEGIN!r} and {BENCH_END!r}")
-    head, rest = text.split(BENCH_BEGIN, 1)
-    _, tail = rest.split(BENCH_END, 1)
-    atomic_write_text(path, f"{head}{BENCH_BEGIN}\n{bench_table(results_root)}\n{BENCH_END}{tail}")
-    return path
+    return replace_marked_block(Path(readme), BENCH_BEGIN, BENCH_END, bench_table(results_root), "bench-table")

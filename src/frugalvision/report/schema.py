@@ -448,6 +448,21 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def replace_marked_block(path: Path, begin: str, end: str, body: str, what: str) -> Path:
+    """Rewrite ``path`` (atomically) with ``body`` between its ``begin`` and ``end`` marker lines.
+
+    Raises:
+        DataError: the file lacks one of the markers (``what`` names the block in the message).
+    """
+    text = path.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        raise DataError(f"{path}: no {what} markers; add the lines {begin!r} and {end!r}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{begin}\n{body}\n{end}{tail}")
+    return path
+
+
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a results.json.
 

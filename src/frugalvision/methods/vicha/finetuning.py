@@ -35,9 +35,10 @@ from frugalvision.methods.vicha.downstream import (
     score_proposals,
     weighted_answer_loss,
 )
-from frugalvision.methods.vicha.functional import ema_update, sample_negatives
+from frugalvision.methods.vicha.functional import ema_update
 from frugalvision.methods.vicha.heads import NLVRClassifier, VLClassifier, gradcam_layer, strip_for
 from frugalvision.methods.vicha.model import ViCHAModel
+from frugalvision.methods.vicha.objectives import itm_loss
 from frugalvision.methods.vicha.task_data import (
     TASKS,
     GroundingTruth,
@@ -247,24 +248,9 @@ def retrieval_finetune_loss(
             image_feat_m = momentum.image_feature(momentum.encode_image(batch.images, concepts))
             text_feat_m = momentum.text_feature(momentum.encode_text(batch.text_ids))
     loss_itc = retrieval_itc_loss(image_feat, text_feat, batch.targets, model.temp, image_feat_m, text_feat_m, alpha)
-    size = image.tokens.shape[0]
-    positive = model.fuse(text.states, text.valid, image.tokens, image.valid)
-    if size < 2:
-        loss_itm = model.itm_logits(positive, text.valid).sum() * 0.0
-    else:
-        same = same_id(batch.targets)
-        with torch.no_grad():
-            sim = image_feat @ text_feat.T / model.temp
-        negative_image = sample_negatives(sim.T, exclude=same)
-        negative_text = sample_negatives(sim, exclude=same)
-        texts = torch.cat([text.states, text.states[negative_text]])
-        texts_valid = torch.cat([text.valid, text.valid[negative_text]])
-        images = torch.cat([image.tokens[negative_image], image.tokens])
-        images_valid = torch.cat([image.valid[negative_image], image.valid])
-        negative = model.fuse(texts, texts_valid, images, images_valid)
-        logits = model.itm_logits(torch.cat([positive, negative]), torch.cat([text.valid, texts_valid]))
-        labels = torch.cat([torch.ones(size), torch.zeros(2 * size)]).long().to(logits.device)
-        loss_itm = F.cross_entropy(logits.float(), labels)
+    with torch.no_grad():
+        sim = image_feat @ text_feat.T / model.temp
+    loss_itm = itm_loss(model, image, text, sim, sim.T, exclude=same_id(batch.targets))
     loss = loss_itc + loss_itm
     return loss, {"loss_itc": float(loss_itc.detach()), "loss_itm": float(loss_itm.detach())}
 

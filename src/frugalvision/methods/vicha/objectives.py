@@ -122,14 +122,25 @@ def hitc_loss(
     return total, per_level
 
 
-def _itm_loss(model: ViCHAModel, image: ImageOutput, text: TextOutput, sim_i2t: Tensor, sim_t2i: Tensor) -> Tensor:
-    """ALBEF's ITM: B positives, a hard negative image per text and a hard negative text per image."""
+def itm_loss(
+    model: ViCHAModel,
+    image: ImageOutput,
+    text: TextOutput,
+    sim_i2t: Tensor,
+    sim_t2i: Tensor,
+    exclude: Tensor | None = None,
+) -> Tensor:
+    """ALBEF's ITM: B positives, a hard negative image per text and a hard negative text per image.
+
+    ``sim_i2t`` / ``sim_t2i`` hold at least the B in-batch columns (extra queue columns are ignored); ``exclude``
+    (B x B, True = not a negative, e.g. another caption of the same image) is never sampled.
+    """
     size = image.tokens.shape[0]
     positive = model.fuse(text.states, text.valid, image.tokens, image.valid)
     if size < 2:  # one pair has no negative: the head is kept in the graph with a zero loss
         return model.itm_logits(positive, text.valid).sum() * 0.0
-    negative_image = sample_negatives(sim_t2i[:, :size])
-    negative_text = sample_negatives(sim_i2t[:, :size])
+    negative_image = sample_negatives(sim_t2i[:, :size], exclude=exclude)
+    negative_text = sample_negatives(sim_i2t[:, :size], exclude=exclude)
     texts = torch.cat([text.states, text.states[negative_text]])
     text_valid = torch.cat([text.valid, text.valid[negative_text]])
     images = torch.cat([image.tokens[negative_image], image.tokens])
@@ -210,7 +221,7 @@ def pretrain_losses(
         loss_hitc, levels = hitc_loss(model, image, text, cfg.hitc_level_weights, cfg.hitc_detach_keys)
         loss = loss + cfg.hitc_weight * loss_hitc
         logs.update({"loss_hitc": float(loss_hitc.detach())} | {f"loss_hitc_{i}": v for i, v in enumerate(levels)})
-    loss_itm = _itm_loss(model, image, text, sim_i2t, sim_t2i)
+    loss_itm = itm_loss(model, image, text, sim_i2t, sim_t2i)
     loss_mlm = _mlm_loss(model, momentum, batch.text_ids, image, image_m, alpha, cfg)
     loss = loss + loss_itm + loss_mlm
     logs.update({"loss_itm": float(loss_itm.detach()), "loss_mlm": float(loss_mlm.detach())})
